@@ -1,0 +1,50 @@
+"""fastcore: the compiled admission, caching and latency core for API gateways.
+
+Distribution name ``fastcore-edge``; import name ``fastcore``. Every public class here is
+the compiled class itself (see ``src_cy/``); this module only re-exports.
+"""
+
+import os as _os
+
+from fastcore._core.clock import (
+    CoarseClock,
+    ManualClock,
+    MonotonicClock,
+    monotonic_ns,
+)
+from fastcore._units import Rate, parse_rate
+from fastcore.errors import (
+    BackendError,
+    CostExceedsBurst,
+    CostExceedsLimit,
+    FastcoreError,
+    InvalidCost,
+    InvalidRate,
+    RateLimitExceeded,
+)
+
+__version__ = "0.1.0"
+
+
+def get_include() -> str:
+    """The folder holding fastcore's ``.pxd`` and ``.h`` files, for ``include_dirs`` of
+    Cython extensions that ``cimport fastcore._core...``."""
+    return _os.path.join(_os.path.dirname(__file__), "_core")
+
+
+__all__ = [
+    "CoarseClock",
+    "ManualClock",
+    "MonotonicClock",
+    "monotonic_ns",
+    "Rate",
+    "parse_rate",
+    "get_include",
+    "FastcoreError",
+    "InvalidRate",
+    "InvalidCost",
+    "CostExceedsBurst",
+    "CostExceedsLimit",
+    "RateLimitExceeded",
+    "BackendError",
+]

@@ -1,0 +1,55 @@
+"""fastcore's exceptions: one small hierarchy rooted at ``FastcoreError``.
+
+Argument problems are also ``ValueError`` (or ``TypeError``) so callers can catch what they
+expect. Every structure validates before it changes anything: an error leaves it exactly as
+it was.
+"""
+
+__all__ = [
+    "FastcoreError",
+    "InvalidRate",
+    "InvalidCost",
+    "CostExceedsBurst",
+    "CostExceedsLimit",
+    "RateLimitExceeded",
+    "BackendError",
+]
+
+
+class FastcoreError(Exception):
+    """Root of every exception fastcore raises on purpose."""
+
+
+class InvalidRate(FastcoreError, ValueError):
+    """A rate, burst, limit or window that is zero, negative, NaN, infinite or unparsable."""
+
+
+class InvalidCost(FastcoreError, ValueError):
+    """A cost that is negative, NaN or infinite."""
+
+
+class CostExceedsBurst(FastcoreError, ValueError):
+    """A token-bucket cost above the burst: it could never be admitted, so it is an error."""
+
+
+class CostExceedsLimit(FastcoreError, ValueError):
+    """A sliding-window cost above the limit: it could never be admitted."""
+
+
+class RateLimitExceeded(FastcoreError):
+    """Raised by decorators and middleware when a call is denied.
+
+    ``retry_after`` is the wait in seconds after which the same call would be admitted.
+    """
+
+    def __init__(self, message="rate limit exceeded", *, retry_after=0.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BackendError(FastcoreError):
+    """A distributed backend failed; ``__cause__`` and ``error`` hold the underlying error."""
+
+    def __init__(self, message, error=None):
+        super().__init__(message)
+        self.error = error
