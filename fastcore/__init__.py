@@ -14,6 +14,7 @@ from fastcore._core.clock import (
 )
 from fastcore._core.decision import Decision
 from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
+from fastcore._core.ttlcache import TTLCache
 from fastcore._units import Rate, parse_rate
 from fastcore.errors import (
     BackendError,
@@ -35,6 +36,7 @@ def get_include() -> str:
 
 
 __all__ = [
+    "TTLCache",
     "TokenBucket",
     "KeyedTokenBucket",
     "Decision",
