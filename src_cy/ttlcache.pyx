@@ -3,9 +3,12 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from cpython.float cimport PyFloat_AsDouble
 from libc.math cimport isnan, isinf, floor
-from libc.stdint cimport int64_t, uint32_t, uint64_t, INT64_MAX
-from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, INT64_MAX
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
 
 import operator
 import time as _time
@@ -39,6 +42,7 @@ cdef enum:
     MIN_ENTRIES = 8         # entries
     MAX_ENTRIES = 0x7FFFFFFF  # entries: keeps slot indices (+1) and TTL_NIL inside 32 bits
     GRAVE_MIN = 32          # references
+    CACHE_LINE = 64         # bytes: one ttl_entry per line
 
 cdef object _MARKER = object()
 
@@ -185,28 +189,40 @@ cdef inline void _to_end(TTLCache c, uint32_t i, int L) noexcept:
 # ---------------------------------------------------------------------------------------
 # Hash index
 
-cdef inline uint32_t _tag(Py_hash_t h) noexcept nogil:
-    # Fibonacci hashing: the high bits of h * 2**64/phi are well mixed even for
-    # sequential ints (hash(i) == i); the home slot is the tag's top `bits` bits.
-    return <uint32_t>((<uint64_t>h * TTL_GOLDEN) >> 32)
+cdef inline uint64_t _mix(Py_hash_t h) noexcept nogil:
+    # Fibonacci hashing: h * 2**64/phi mixes even sequential ints (hash(i) == i) into the
+    # high bits. The home slot is the top `bits` bits: (mix >> 32) >> (32 - bits).
+    return <uint64_t>h * TTL_GOLDEN
+
+
+cdef inline uint64_t _home(TTLCache c, uint64_t mix) noexcept nogil:
+    return (mix >> 32) >> c.tag_shift
+
+
+cdef inline uint8_t _ctrl(uint64_t mix) noexcept nogil:
+    # 0x80 | 7 bits of the hash from below the home bits (bits 25..31): a miss is decided
+    # from the byte array alone (256 KiB for 100,000 entries: it stays in L2).
+    return <uint8_t>(0x80 | ((mix >> 25) & 0x7F))
 
 
 cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
     """Entry index holding `key`, or -1. A key's __eq__ may run Python code that changes the
     table; the probe then restarts from the top."""
-    cdef uint32_t tag = _tag(h)
-    cdef uint64_t pos, s, version
+    cdef uint64_t mix = _mix(h)
+    cdef uint8_t tag = _ctrl(mix)
+    cdef uint64_t pos, version
+    cdef uint8_t b
     cdef uint32_t i
     cdef int equal
     cdef object stored
     while True:
-        pos = tag >> c.tag_shift
+        pos = _home(c, mix)
         while True:
-            s = c.slots[pos]
-            if s == 0:
+            b = c.ctrl[pos]
+            if b == 0:
                 return -1
-            if <uint32_t>(s >> 32) == tag:
-                i = <uint32_t>s - 1
+            if b == tag:
+                i = c.idx[pos]
                 if c.entries[i].key == <PyObject *>key:
                     return i
                 if c.entries[i].hash == h:
@@ -221,55 +237,63 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
             pos = (pos + 1) & c.mask
 
 
-cdef inline void _slot_insert(TTLCache c, uint32_t tag, uint32_t i) noexcept:
-    cdef uint64_t pos = tag >> c.tag_shift
-    while c.slots[pos] != 0:
+cdef inline void _slot_insert(TTLCache c, uint64_t mix, uint32_t i) noexcept:
+    cdef uint64_t pos = _home(c, mix)
+    while c.ctrl[pos] != 0:
         pos = (pos + 1) & c.mask
-    c.slots[pos] = (<uint64_t>tag << 32) | (i + 1)
+    c.ctrl[pos] = _ctrl(mix)
+    c.idx[pos] = i
 
 
 cdef void _slot_delete(TTLCache c, uint32_t i) noexcept:
     """Remove entry i's slot, shifting later entries of its probe run back (no tombstones)."""
-    cdef uint32_t tag = _tag(c.entries[i].hash)
-    cdef uint64_t target = (<uint64_t>tag << 32) | (i + 1)
-    cdef uint64_t hole = tag >> c.tag_shift
-    cdef uint64_t j, home, s
-    while c.slots[hole] != target:
+    cdef uint64_t hole = _home(c, _mix(c.entries[i].hash))
+    cdef uint64_t j, home
+    while c.ctrl[hole] == 0 or c.idx[hole] != i:
         hole = (hole + 1) & c.mask
     j = hole
     while True:
         j = (j + 1) & c.mask
-        s = c.slots[j]
-        if s == 0:
+        if c.ctrl[j] == 0:
             break
-        home = (s >> 32) >> c.tag_shift
+        home = _home(c, _mix(c.entries[c.idx[j]].hash))
         # The entry at j may fill the hole unless its home lies cyclically in (hole, j]:
         # distance(home -> j) < distance(hole -> j), in mask arithmetic.
         if ((j - home) & c.mask) < ((j - hole) & c.mask):
             continue
-        c.slots[hole] = s
+        c.ctrl[hole] = c.ctrl[j]
+        c.idx[hole] = c.idx[j]
         hole = j
-    c.slots[hole] = 0
+    c.ctrl[hole] = 0
+
+
+cdef int _alloc_table(TTLCache c, uint64_t tsize) except -1:
+    """A fresh empty index of tsize slots (a power of two >= 16): ctrl bytes, then uint32
+    entry indices, in one block."""
+    cdef uint8_t *block = <uint8_t *>malloc(tsize * (1 + sizeof(uint32_t)))
+    cdef int bits = 0
+    if block == NULL:
+        raise MemoryError()
+    memset(block, 0, tsize)
+    free(c.ctrl)
+    c.ctrl = block
+    c.idx = <uint32_t *>(block + tsize)
+    while (<uint64_t>1 << bits) < tsize:
+        bits += 1
+    c.mask = tsize - 1
+    c.tag_shift = 32 - bits
+    c.version += 1
+    return 0
 
 
 cdef int _rebuild_slots(TTLCache c, uint64_t tsize) except -1:
-    """Allocate a slot table of tsize (a power of two) and index every live entry."""
-    cdef uint64_t *slots = <uint64_t *>calloc(tsize, sizeof(uint64_t))
-    cdef int bits = 0
+    """Move to an index of tsize slots holding every live entry."""
     cdef uint32_t i
-    if slots == NULL:
-        raise MemoryError()
-    while (<uint64_t>1 << bits) < tsize:
-        bits += 1
-    free(c.slots)
-    c.slots = slots
-    c.mask = tsize - 1
-    c.tag_shift = 32 - bits
+    _alloc_table(c, tsize)
     i = c.head[INS >> 1]
     while i != TTL_NIL:
-        _slot_insert(c, _tag(c.entries[i].hash), i)
+        _slot_insert(c, _mix(c.entries[i].hash), i)
         i = c.entries[i].links[INS + 1]
-    c.version += 1
     return 0
 
 
@@ -280,11 +304,18 @@ cdef uint64_t _table_size_for(uint32_t ecap) noexcept:
     return tsize
 
 
+cdef ttl_entry *_alloc_entries(uint64_t n) noexcept:
+    """n entries aligned to a cache line, so each entry is one line. NULL if out of memory."""
+    cdef void *block = NULL
+    if posix_memalign(&block, CACHE_LINE, n * sizeof(ttl_entry)) != 0:
+        return NULL
+    return <ttl_entry *>block
+
+
 cdef int _grow(TTLCache c) except -1:
     """Make room for one more entry: double the entry array (capped at max_count)."""
     cdef uint64_t want = 2 * <uint64_t>c.ecap
     cdef ttl_entry *entries
-    cdef PyObject **sizes
     if c.ecap >= MAX_ENTRIES:
         raise OverflowError(f"TTLCache holds at most {MAX_ENTRIES} entries")
     if not c.sized and want > <uint64_t>c.max_count:
@@ -293,15 +324,12 @@ cdef int _grow(TTLCache c) except -1:
         want = MAX_ENTRIES
     if want <= c.ecap:
         want = c.ecap + 1
-    entries = <ttl_entry *>realloc(c.entries, want * sizeof(ttl_entry))
+    entries = _alloc_entries(want)
     if entries == NULL:
         raise MemoryError()
+    memcpy(entries, c.entries, c.ecap * sizeof(ttl_entry))
+    free(c.entries)
     c.entries = entries
-    if c.sized:
-        sizes = <PyObject **>realloc(c.sizes, want * sizeof(PyObject *))
-        if sizes == NULL:
-            raise MemoryError()
-        c.sizes = sizes
     c.ecap = <uint32_t>want
     if _table_size_for(c.ecap) > c.mask + 1:
         _rebuild_slots(c, _table_size_for(c.ecap))
@@ -333,7 +361,8 @@ cdef inline void _link_new(TTLCache c, uint32_t i, object key, Py_hash_t h, obje
     e.value = <PyObject *>value
     e.hash = h
     e.expires = expires
-    _slot_insert(c, _tag(h), i)
+    e.size = NULL
+    _slot_insert(c, _mix(h), i)
     _append(c, i, LRU)
     _append(c, i, EXP)
     _append(c, i, INS)
@@ -347,9 +376,9 @@ cdef int _drop(TTLCache c, uint32_t i) except -1:
     cdef PyObject *size
     _grave_reserve(c, 2)
     if c.sized:
-        size = c.sizes[i]
+        size = e.size
         c._currsize = c._currsize - <object>size
-        c.sizes[i] = NULL
+        e.size = NULL
         Py_DECREF(<object>size)   # an int or float: releasing it runs no Python code
     _slot_delete(c, i)
     _unlink(c, i, LRU)
@@ -458,7 +487,7 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
             if i < 0:
                 diff = size
             else:
-                diff = size - <object>self.sizes[i]
+                diff = size - <object>self.entries[i].size
             while self._currsize + diff > self._maxsize:
                 _evict(self)
                 if self.hook_popitem:
@@ -478,14 +507,14 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
             _to_end(self, i, LRU)
             _to_end(self, i, EXP)
             if self.sized:
-                Py_DECREF(<object>self.sizes[i])
+                Py_DECREF(<object>self.entries[i].size)
         else:
             i = _alloc(self)
             _link_new(self, i, key, h, value, expires)
             diff = size
         if self.sized:
             Py_INCREF(size)
-            self.sizes[i] = <PyObject *>size
+            self.entries[i].size = <PyObject *>size
             self._currsize = self._currsize + diff
     finally:
         if frozen:
@@ -557,48 +586,38 @@ cdef void _release_all(TTLCache c) noexcept:
     """Empty the cache: reset to fresh arrays first, then release the old references, so a
     __del__ running meanwhile sees a consistent (empty) cache."""
     cdef ttl_entry *entries = c.entries
-    cdef PyObject **sizes = c.sizes
-    cdef uint64_t *slots = c.slots
+    cdef uint8_t *ctrl = c.ctrl
+    cdef uint32_t *idx = c.idx
     cdef uint32_t i = c.head[INS >> 1] if entries != NULL else TTL_NIL
     cdef uint32_t nxt
     c.entries = NULL
-    c.sizes = NULL
-    c.slots = NULL
+    c.ctrl = NULL
     if _reset(c) < 0:
-        # Out of memory while emptying: keep the old arrays and report nothing more.
-        c.entries, c.sizes, c.slots = entries, sizes, slots
+        # Out of memory while emptying: keep the old arrays; the caller reports it.
+        c.entries, c.ctrl, c.idx = entries, ctrl, idx
         return
     while i != TTL_NIL:
         nxt = entries[i].links[INS + 1]
         Py_DECREF(<object>entries[i].key)
         Py_DECREF(<object>entries[i].value)
-        if sizes != NULL:
-            Py_DECREF(<object>sizes[i])
+        if entries[i].size != NULL:
+            Py_DECREF(<object>entries[i].size)
         i = nxt
     free(entries)
-    free(sizes)
-    free(slots)
+    free(ctrl)
 
 
 cdef int _reset(TTLCache c) noexcept:
     """Fresh empty arrays (MIN_ENTRIES entries). Returns -1 if out of memory."""
-    cdef uint64_t tsize = _table_size_for(MIN_ENTRIES)
-    cdef int bits = 0
-    c.entries = <ttl_entry *>malloc(MIN_ENTRIES * sizeof(ttl_entry))
-    c.slots = <uint64_t *>calloc(tsize, sizeof(uint64_t))
-    c.sizes = <PyObject **>malloc(MIN_ENTRIES * sizeof(PyObject *)) if c.sized else NULL
-    if c.entries == NULL or c.slots == NULL or (c.sized and c.sizes == NULL):
-        free(c.entries)
-        free(c.slots)
-        free(c.sizes)
-        c.entries = NULL
-        c.slots = NULL
-        c.sizes = NULL
+    c.entries = _alloc_entries(MIN_ENTRIES)
+    if c.entries == NULL:
         return -1
-    while (<uint64_t>1 << bits) < tsize:
-        bits += 1
-    c.mask = tsize - 1
-    c.tag_shift = 32 - bits
+    try:
+        _alloc_table(c, _table_size_for(MIN_ENTRIES))
+    except MemoryError:
+        free(c.entries)
+        c.entries = NULL
+        return -1
     c.ecap = MIN_ENTRIES
     c.used_top = 0
     c.free_head = TTL_NIL
@@ -606,7 +625,6 @@ cdef int _reset(TTLCache c) noexcept:
     for k in range(3):
         c.head[k] = TTL_NIL
         c.tail[k] = TTL_NIL
-    c.version += 1
     c._currsize = 0
     return 0
 
@@ -681,7 +699,7 @@ cdef class TTLCache:
         resolved = clock_resolve(clock)
         ttl_ns = INT64_MAX if ttl == float("inf") else min(seconds_to_ns(ttl, "ttl"), INT64_MAX)
         self.sized = getsizeof is not None
-        _release_all(self)   # re-init empties the cache, with a sizes array if now sized
+        _release_all(self)   # __init__ again empties the cache
         if self.entries == NULL:
             raise MemoryError()
         self.clock = resolved
@@ -700,11 +718,9 @@ cdef class TTLCache:
     def __dealloc__(self):
         _release_all(self)
         free(self.entries)
-        free(self.sizes)
-        free(self.slots)
+        free(self.ctrl)
         self.entries = NULL
-        self.sizes = NULL
-        self.slots = NULL
+        self.ctrl = NULL
         _drain(self)
         free(self.grave)
 
@@ -857,12 +873,10 @@ cdef class TTLCache:
             _drain(self)
 
     def memory_bytes(self):
-        """Bytes held by the cache's own arrays (entries, index, sizes), excluding the key and
-        value objects."""
+        """Bytes held by the cache's own arrays (entries and index), excluding the key, value
+        and size objects."""
         cdef size_t total = sizeof(TTLCache)
-        total += self.ecap * sizeof(ttl_entry) + (self.mask + 1) * sizeof(uint64_t)
-        if self.sized:
-            total += self.ecap * sizeof(PyObject *)
+        total += self.ecap * sizeof(ttl_entry) + (self.mask + 1) * (1 + sizeof(uint32_t))
         total += self.grave_cap * sizeof(PyObject *)
         return total
 
@@ -1025,16 +1039,33 @@ def _iterate(TTLCache c):
 
 
 cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
-    """Make dst an independent copy of src (same configuration, items, orders and expiries)."""
+    """Make dst (fresh from __new__) an independent copy of src: same configuration, items,
+    orders and expiries."""
     cdef uint32_t i
-    cdef ttl_now now
+    cdef ttl_entry *entries = _alloc_entries(src.ecap)
+    cdef uint64_t tsize = src.mask + 1
+    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * (1 + sizeof(uint32_t)))
+    if entries == NULL or ctrl == NULL:
+        free(entries)
+        free(ctrl)
+        raise MemoryError()
     _release_all(dst)
     free(dst.entries)
-    free(dst.sizes)
-    free(dst.slots)
-    dst.entries = NULL
-    dst.sizes = NULL
-    dst.slots = NULL
+    free(dst.ctrl)
+    memcpy(entries, src.entries, src.ecap * sizeof(ttl_entry))
+    memcpy(ctrl, src.ctrl, tsize * (1 + sizeof(uint32_t)))
+    dst.entries = entries
+    dst.ctrl = ctrl
+    dst.idx = <uint32_t *>(ctrl + tsize)
+    dst.mask = src.mask
+    dst.tag_shift = src.tag_shift
+    dst.ecap = src.ecap
+    dst.used_top = src.used_top
+    dst.free_head = src.free_head
+    dst.count = src.count
+    for k in range(3):
+        dst.head[k] = src.head[k]
+        dst.tail[k] = src.tail[k]
     dst.sized = src.sized
     dst.timer_mode = src.timer_mode
     dst.clock = src.clock
@@ -1045,32 +1076,13 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     dst.ttl_f = src.ttl_f
     dst._getsizeof = src._getsizeof
     dst.max_count = src.max_count
-    dst.entries = <ttl_entry *>malloc(src.ecap * sizeof(ttl_entry))
-    dst.slots = <uint64_t *>malloc((src.mask + 1) * sizeof(uint64_t))
-    if src.sized:
-        dst.sizes = <PyObject **>malloc(src.ecap * sizeof(PyObject *))
-    if dst.entries == NULL or dst.slots == NULL or (src.sized and dst.sizes == NULL):
-        raise MemoryError()
-    memcpy(dst.entries, src.entries, src.ecap * sizeof(ttl_entry))
-    memcpy(dst.slots, src.slots, (src.mask + 1) * sizeof(uint64_t))
-    if src.sized:
-        memcpy(dst.sizes, src.sizes, src.ecap * sizeof(PyObject *))
-    dst.mask = src.mask
-    dst.tag_shift = src.tag_shift
-    dst.ecap = src.ecap
-    dst.used_top = src.used_top
-    dst.free_head = src.free_head
-    dst.count = src.count
-    for k in range(3):
-        dst.head[k] = src.head[k]
-        dst.tail[k] = src.tail[k]
     dst._currsize = src._currsize
     i = dst.head[INS >> 1]
     while i != TTL_NIL:
         Py_INCREF(<object>dst.entries[i].key)
         Py_INCREF(<object>dst.entries[i].value)
-        if dst.sized:
-            Py_INCREF(<object>dst.sizes[i])
+        if dst.entries[i].size != NULL:
+            Py_INCREF(<object>dst.entries[i].size)
         i = dst.entries[i].links[INS + 1]
     return 0
 

@@ -276,8 +276,8 @@ TestOnManualClock = OnManualClock.TestCase
 TestOnTimerCallable = OnTimerCallable.TestCase
 TestWithGetsizeof = WithGetsizeof.TestCase
 TestAsSubclass = AsSubclass.TestCase
-for case in (TestOnManualClock, TestOnTimerCallable, TestWithGetsizeof, TestAsSubclass):
-    case.settings = SETTINGS
+TestOnManualClock.settings = TestOnTimerCallable.settings = SETTINGS
+TestWithGetsizeof.settings = TestAsSubclass.settings = SETTINGS
 
 
 def test_the_compiled_class_is_the_public_one():
