@@ -15,15 +15,11 @@ raises. The reference adapter below raises those errors before calling cachetool
 
 import cachetools
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import fastcore
 from fastcore._core.ttlcache import TTLCache as CompiledTTLCache
-
-SETTINGS = settings(max_examples=150, stateful_step_count=40, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
 
 
 class Collide:
@@ -276,8 +272,6 @@ TestOnManualClock = OnManualClock.TestCase
 TestOnTimerCallable = OnTimerCallable.TestCase
 TestWithGetsizeof = WithGetsizeof.TestCase
 TestAsSubclass = AsSubclass.TestCase
-TestOnManualClock.settings = TestOnTimerCallable.settings = SETTINGS
-TestWithGetsizeof.settings = TestAsSubclass.settings = SETTINGS
 
 
 def test_the_compiled_class_is_the_public_one():
