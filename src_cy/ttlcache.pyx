@@ -16,6 +16,7 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Values
 from types import GenericAlias
 
 from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
+from fastcore._core.clock import default_clock
 from fastcore._units import seconds_to_ns
 
 cdef extern from *:
@@ -1013,6 +1014,32 @@ cdef class TTLCache:
         for key, value in kwds.items():
             self[key] = value
 
+    def __reduce__(self):
+        """Pickle support: configuration, then the items with their expiries and sizes in
+        insertion order, and the LRU and expiry orders as positions in that list."""
+        cdef uint32_t i
+        cdef dict position = {}
+        items, lru, exp = [], [], []
+        i = self.head[INS >> 1]
+        while i != TTL_NIL:
+            position[i] = len(items)
+            items.append((<object>self.entries[i].key, <object>self.entries[i].value,
+                          self.entries[i].expires,
+                          <object>self.entries[i].size if self.sized else None))
+            i = self.entries[i].links[INS + 1]
+        for order, L in ((lru, LRU), (exp, EXP)):
+            i = self.head[L >> 1]
+            while i != TTL_NIL:
+                order.append(position[i])
+                i = self.entries[i].links[L + 1]
+        if self.timer_mode:
+            timer, clock = self._timer, None
+        else:
+            timer, clock = None, (None if self.clock is default_clock() else self.clock)
+        config = (self._maxsize, self._ttl, timer, self._getsizeof, clock)
+        state = getattr(self, "__dict__", None)
+        return (_restore, (type(self), config, items, lru, exp), state)
+
     def __copy__(self):
         cls = type(self)
         other = cls.__new__(cls)
@@ -1020,6 +1047,31 @@ cdef class TTLCache:
         if hasattr(self, "__dict__"):
             other.__dict__.update(self.__dict__)
         return other
+
+
+def _restore(cls, config, items, lru, exp):
+    """Rebuild a pickled cache (see TTLCache.__reduce__)."""
+    cdef TTLCache c = cls.__new__(cls)
+    cdef Py_ssize_t i
+    cdef uint32_t at
+    maxsize, ttl, timer, getsizeof, clock = config
+    TTLCache.__init__(c, maxsize, ttl, timer, getsizeof, clock=clock)
+    if sorted(lru) != list(range(len(items))) or sorted(exp) != list(range(len(items))):
+        raise ValueError("corrupt TTLCache pickle: orders do not match the items")
+    slots = []
+    for key, value, expires, size in items:
+        at = _alloc(c)
+        _link_new(c, at, key, PyObject_Hash(key), value, expires)
+        if c.sized:
+            Py_INCREF(size)
+            c.entries[at].size = <PyObject *>size
+            c._currsize = c._currsize + size
+        slots.append(at)
+    for order, L in ((lru, LRU), (exp, EXP)):
+        c.head[L >> 1] = c.tail[L >> 1] = TTL_NIL
+        for i in order:
+            _append(c, <uint32_t>slots[i], L)
+    return c
 
 
 def _iterate(TTLCache c):

@@ -195,6 +195,26 @@ def test_contract_cached_decorators(Cache):
     assert service.double(5) == service.double(5) == 10 and calls == [3, 4, 5]
 
 
+def test_pickle_keeps_items_orders_and_expiries():
+    import pickle
+
+    timer = Timer()
+    cache = TTLCache(3, 10, timer=timer, getsizeof=len)
+    cache["a"], cache["b"] = "x", "yy"
+    timer.time = 4
+    cache["a"] = "z"                          # LRU and expiry order now b, a
+    restored = pickle.loads(pickle.dumps(cache))
+    assert contents(restored) == contents(cache) and restored.currsize == 3
+    restored.timer.time = 10                  # restored has its own copy of the timer
+    assert restored.expire() == [("b", "yy")]
+    restored["c"] = "c"
+    restored["d"] = "dd"                      # evicts "a", the least recently used
+    assert list(restored) == ["c", "d"]
+    plain = TTLCache(5, 60)
+    plain[1] = 1
+    assert pickle.loads(pickle.dumps(plain))[1] == 1
+
+
 def test_repr_matches_cachetools():
     ours, theirs = TTLCache(3, 10, timer=Timer()), cachetools.TTLCache(3, 10, timer=Timer())
     for cache in (ours, theirs):
