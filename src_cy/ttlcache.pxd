@@ -14,11 +14,12 @@
 #                          size 8 (getsizeof's result, else NULL), six uint32 links 24
 #   ctrl     tsize * 1 B   open-addressing index, linear probing: 0 = empty, else
 #                          0x80 | 7 hash bits, so most misses never leave this byte array
-#   idx      tsize * 4 B   the entry index of each full slot
+#   slot     tsize * 8 B   (high 32 bits of mix << 32) | entry index: deletion's back-shift
+#                          finds each slot's home here without reading entries
 #   grave    references waiting for their DECREF until the structure is consistent again
-# With ecap = maxsize and tsize = 2..4 * ecap that is 74 to 84 bytes per entry, plus the
+# With ecap = maxsize and tsize = 2..4 * ecap that is 82 to 100 bytes per entry, plus the
 # key and value objects themselves (memory_bytes() reports the exact figure). At maxsize
-# 100,000: 6.4 MB of entries + 1.3 MB of index = 77 bytes per entry.
+# 100,000: 6.4 MB of entries + 2.4 MB of index = 88 bytes per entry.
 #
 # Three intrusive doubly linked lists thread the live entries (links[L] = prev, links[L+1]
 # = next, TTL_NIL ends a list; head/tail indexed by L >> 1):
@@ -73,7 +74,7 @@ ctypedef struct ttl_now:
 cdef class TTLCache:
     cdef ttl_entry *entries
     cdef uint8_t *ctrl
-    cdef uint32_t *idx
+    cdef uint64_t *slot
     cdef uint64_t mask
     cdef int tag_shift
     cdef uint32_t ecap

@@ -223,7 +223,7 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
             if b == 0:
                 return -1
             if b == tag:
-                i = c.idx[pos]
+                i = <uint32_t>c.slot[pos]
                 if c.entries[i].key == <PyObject *>key:
                     return i
                 if c.entries[i].hash == h:
@@ -243,42 +243,42 @@ cdef inline void _slot_insert(TTLCache c, uint64_t mix, uint32_t i) noexcept:
     while c.ctrl[pos] != 0:
         pos = (pos + 1) & c.mask
     c.ctrl[pos] = _ctrl(mix)
-    c.idx[pos] = i
+    c.slot[pos] = (mix >> 32) << 32 | i
 
 
 cdef void _slot_delete(TTLCache c, uint32_t i) noexcept:
     """Remove entry i's slot, shifting later entries of its probe run back (no tombstones)."""
     cdef uint64_t hole = _home(c, _mix(c.entries[i].hash))
     cdef uint64_t j, home
-    while c.ctrl[hole] == 0 or c.idx[hole] != i:
+    while c.ctrl[hole] == 0 or <uint32_t>c.slot[hole] != i:
         hole = (hole + 1) & c.mask
     j = hole
     while True:
         j = (j + 1) & c.mask
         if c.ctrl[j] == 0:
             break
-        home = _home(c, _mix(c.entries[c.idx[j]].hash))
+        home = _home(c, c.slot[j])   # the slot keeps mix's high word: no entry is read
         # The entry at j may fill the hole unless its home lies cyclically in (hole, j]:
         # distance(home -> j) < distance(hole -> j), in mask arithmetic.
         if ((j - home) & c.mask) < ((j - hole) & c.mask):
             continue
         c.ctrl[hole] = c.ctrl[j]
-        c.idx[hole] = c.idx[j]
+        c.slot[hole] = c.slot[j]
         hole = j
     c.ctrl[hole] = 0
 
 
 cdef int _alloc_table(TTLCache c, uint64_t tsize) except -1:
-    """A fresh empty index of tsize slots (a power of two >= 16): ctrl bytes, then uint32
-    entry indices, in one block."""
-    cdef uint8_t *block = <uint8_t *>malloc(tsize * (1 + sizeof(uint32_t)))
+    """A fresh empty index of tsize slots (a power of two >= 16): ctrl bytes, then the
+    uint64 slots, in one block."""
+    cdef uint8_t *block = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
     cdef int bits = 0
     if block == NULL:
         raise MemoryError()
     memset(block, 0, tsize)
     free(c.ctrl)
     c.ctrl = block
-    c.idx = <uint32_t *>(block + tsize)
+    c.slot = <uint64_t *>(block + tsize)
     while (<uint64_t>1 << bits) < tsize:
         bits += 1
     c.mask = tsize - 1
@@ -588,14 +588,14 @@ cdef void _release_all(TTLCache c) noexcept:
     __del__ running meanwhile sees a consistent (empty) cache."""
     cdef ttl_entry *entries = c.entries
     cdef uint8_t *ctrl = c.ctrl
-    cdef uint32_t *idx = c.idx
+    cdef uint64_t *slot = c.slot
     cdef uint32_t i = c.head[INS >> 1] if entries != NULL else TTL_NIL
     cdef uint32_t nxt
     c.entries = NULL
     c.ctrl = NULL
     if _reset(c) < 0:
         # Out of memory while emptying: keep the old arrays; the caller reports it.
-        c.entries, c.ctrl, c.idx = entries, ctrl, idx
+        c.entries, c.ctrl, c.slot = entries, ctrl, slot
         return
     while i != TTL_NIL:
         nxt = entries[i].links[INS + 1]
@@ -877,7 +877,7 @@ cdef class TTLCache:
         """Bytes held by the cache's own arrays (entries and index), excluding the key, value
         and size objects."""
         cdef size_t total = sizeof(TTLCache)
-        total += self.ecap * sizeof(ttl_entry) + (self.mask + 1) * (1 + sizeof(uint32_t))
+        total += self.ecap * sizeof(ttl_entry) + (self.mask + 1) * (1 + sizeof(uint64_t))
         total += self.grave_cap * sizeof(PyObject *)
         return total
 
@@ -1096,7 +1096,7 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     cdef uint32_t i
     cdef ttl_entry *entries = _alloc_entries(src.ecap)
     cdef uint64_t tsize = src.mask + 1
-    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * (1 + sizeof(uint32_t)))
+    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
     if entries == NULL or ctrl == NULL:
         free(entries)
         free(ctrl)
@@ -1105,10 +1105,10 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     free(dst.entries)
     free(dst.ctrl)
     memcpy(entries, src.entries, src.ecap * sizeof(ttl_entry))
-    memcpy(ctrl, src.ctrl, tsize * (1 + sizeof(uint32_t)))
+    memcpy(ctrl, src.ctrl, tsize * (1 + sizeof(uint64_t)))
     dst.entries = entries
     dst.ctrl = ctrl
-    dst.idx = <uint32_t *>(ctrl + tsize)
+    dst.slot = <uint64_t *>(ctrl + tsize)
     dst.mask = src.mask
     dst.tag_shift = src.tag_shift
     dst.ecap = src.ecap
