@@ -853,6 +853,7 @@ cdef class TTLCache:
         return dict(self.items()) != dict(other.items())
 
     __hash__ = None
+    __reversed__ = None     # as for every Mapping: not a sequence of len() indices
 
     def __repr__(self):
         cdef ttl_now now
@@ -872,6 +873,9 @@ cdef class TTLCache:
         finally:
             _thaw(self)
             _drain(self)
+
+    def __sizeof__(self):
+        return self.memory_bytes()
 
     def memory_bytes(self):
         """Bytes held by the cache's own arrays (entries and index), excluding the key, value
