@@ -9,7 +9,7 @@
 # __del__ run by a DECREF, a subclass hook) can run, so it is safe under threads and
 # reentrant calls.
 #
-# State layout (per cache; ecap = entry capacity, tsize = slot count, a power of two >= 2*ecap):
+# State layout (per cache; ecap = entry capacity, tsize = slot count = 1.6 * ecap rounded up):
 #   entries  ecap * 64 B   ttl_entry, one cache line each: key 8, value 8, hash 8, expires 8,
 #                          size 8 (getsizeof's result, else NULL), six uint32 links 24
 #   ctrl     tsize * 1 B   open-addressing index, linear probing: 0 = empty, else
@@ -17,9 +17,9 @@
 #   slot     tsize * 8 B   (high 32 bits of mix << 32) | entry index: deletion's back-shift
 #                          finds each slot's home here without reading entries
 #   grave    references waiting for their DECREF until the structure is consistent again
-# With ecap = maxsize and tsize = 2..4 * ecap that is 82 to 100 bytes per entry, plus the
-# key and value objects themselves (memory_bytes() reports the exact figure). At maxsize
-# 100,000: 6.4 MB of entries + 2.4 MB of index = 88 bytes per entry.
+# With ecap = maxsize that is 64 + 9 * 1.6 = 78.4 bytes per entry (while growing towards
+# maxsize, up to twice that), plus the key and value objects themselves (memory_bytes()
+# reports the exact figure). At maxsize 100,000: 6.4 MB of entries + 1.44 MB of index.
 #
 # Three intrusive doubly linked lists thread the live entries (links[L] = prev, links[L+1]
 # = next, TTL_NIL ends a list; head/tail indexed by L >> 1):
@@ -27,9 +27,10 @@
 #   EXP (L=2)  order of the last set: with one ttl and a monotonic clock it is expiry order
 #   INS (L=4)  order of first insertion: what iteration and repr show (a Python dict's order)
 #
-# Hashing: mix = hash * 0x9E3779B97F4A7C15 (mod 2**64); home slot = top log2(tsize) bits of
-# mix; ctrl byte = 0x80 | bits 25..31 of mix. Example: tsize 16 (4 bits), hash 1 gives
-# mix = 0x9E3779B97F4A7C15, home = 0x9 = 9, ctrl = 0x80 | ((mix >> 25) & 0x7F) = 0xBF.
+# Hashing: mix = hash * 0x9E3779B97F4A7C15 (mod 2**64); home slot = ((mix >> 32) * tsize)
+# >> 32, the high word scaled to [0, tsize); ctrl byte = 0x80 | bits 25..31 of mix. Example:
+# tsize 16, hash 1 gives mix = 0x9E3779B97F4A7C15, home = (0x9E3779B9 * 16) >> 32 = 9,
+# ctrl = 0x80 | ((mix >> 25) & 0x7F) = 0xBF.
 #
 # Invariants: every live entry is in all three lists and in exactly one slot; count = live
 # entries <= max_count (without getsizeof); with getsizeof currsize = sum of sizes <= maxsize;
@@ -37,7 +38,7 @@
 # (deletion shifts later entries back instead of leaving tombstones); `version` changes
 # whenever slots change, so a lookup interrupted by a key's __eq__ restarts.
 #
-# Cost: get/contains/delete O(1) expected (one hash, ~1.5 probes at load <= 1/2, one clock
+# Cost: get/contains/delete O(1) expected (one hash, ~1.8 probes at load <= 5/8, one clock
 # read); set O(1) amortised plus O(number of expired items it removes); len/currsize/repr
 # first remove expired items like cachetools; iteration O(n) over a snapshot of keys.
 #
@@ -75,8 +76,7 @@ cdef class TTLCache:
     cdef ttl_entry *entries
     cdef uint8_t *ctrl
     cdef uint64_t *slot
-    cdef uint64_t mask
-    cdef int tag_shift
+    cdef uint64_t tsize
     cdef uint32_t ecap
     cdef uint32_t used_top
     cdef uint32_t free_head
