@@ -12,6 +12,13 @@ from fastcore._core.clock import (
     MonotonicClock,
     monotonic_ns,
 )
+from fastcore._core.histogram import (
+    HistogramOverflowError,
+    HistogramSnapshot,
+    HistogramTypeError,
+    HistogramValueError,
+    LatencyHistogram,
+)
 from fastcore._units import Rate, parse_rate
 from fastcore.errors import (
     BackendError,
@@ -47,4 +54,9 @@ __all__ = [
     "CostExceedsLimit",
     "RateLimitExceeded",
     "BackendError",
+    "LatencyHistogram",
+    "HistogramSnapshot",
+    "HistogramValueError",
+    "HistogramTypeError",
+    "HistogramOverflowError",
 ]
