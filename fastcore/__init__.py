@@ -12,6 +12,8 @@ from fastcore._core.clock import (
     MonotonicClock,
     monotonic_ns,
 )
+from fastcore._core.decision import Decision
+from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
 from fastcore._core.histogram import (
     HistogramOverflowError,
     HistogramSnapshot,
@@ -40,6 +42,9 @@ def get_include() -> str:
 
 
 __all__ = [
+    "TokenBucket",
+    "KeyedTokenBucket",
+    "Decision",
     "CoarseClock",
     "ManualClock",
     "MonotonicClock",
