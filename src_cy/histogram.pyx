@@ -5,6 +5,7 @@ The layout, the rotation protocol and their costs are documented in histogram.px
 import functools
 import inspect
 import math
+import operator
 import re
 
 import numpy as np
@@ -604,7 +605,7 @@ cdef class LatencyHistogram:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def record(self, int64_t value_ns, int64_t count=1):
+    def record(self, value_ns, count=1):
         """Record ``count`` (>= 1) observations of ``value_ns`` integer nanoseconds, now.
 
         Values above ``highest`` are counted in ``overflow``. Raises ``HistogramValueError``
@@ -612,13 +613,16 @@ cdef class LatencyHistogram:
 
         >>> h.record(2_000_000)        # 2 ms
         """
-        if value_ns < 0 or count < 1:
-            _bad_record(value_ns, count)
+        # exact-int checks are pointer compares; anything else goes through __index__ once
+        cdef int64_t value = value_ns if type(value_ns) is int else _as_int(value_ns, "latency")
+        cdef int64_t n = count if type(count) is int else _as_int(count, "count")
+        if value < 0 or n < 1:
+            _bad_record(value, n)
         cdef int64_t now_ns = clock_now_ns(self.clock)
-        if count <= 0xFFFFFFFF:
-            hist_record_at(self, value_ns, <uint32_t>count, now_ns)
+        if n <= 0xFFFFFFFF:
+            hist_record_at(self, value, <uint32_t>n, now_ns)
         else:
-            hist_add_at(self, hist_counter_index(self, value_ns), <uint64_t>count,
+            hist_add_at(self, hist_counter_index(self, value), <uint64_t>n,
                         now_ns // self.slice_ns)
 
     def record_many(self, values):
@@ -924,6 +928,13 @@ cdef void _merge_ring(LatencyHistogram h, LatencyHistogram other, int64_t now_ns
         count = hist_load_u64(&other.limbo[index])
         if count != 0:
             hist_add_at(h, index, count, now_period)
+
+
+cdef object _as_int(object value, str name):
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise HistogramTypeError(f"{name} must be an int (ns), got {value!r}") from None
 
 
 cdef _bad_record(int64_t value_ns, int64_t count):
