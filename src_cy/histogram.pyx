@@ -284,7 +284,7 @@ cdef void hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t
                            int64_t now_ns) noexcept nogil:
     """Record every value at `now_ns`; large arrays are tallied privately, then flushed."""
     cdef Py_ssize_t i
-    cdef int64_t index, period = now_ns // h.slice_ns
+    cdef int64_t index, period = hist_period(h, now_ns)
     cdef uint64_t *tally = NULL
     if n >= HIST_LOCAL_MIN:
         tally = <uint64_t *>calloc(h.stride, sizeof(uint64_t))
@@ -306,7 +306,7 @@ cdef void hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t
 cdef int hist_merge_window(LatencyHistogram h, int64_t periods, int64_t now_ns,
                            uint64_t *out) noexcept nogil:
     """Sum the slots holding one of the last `periods` periods (and limbo) into `out`."""
-    cdef int64_t first = now_ns // h.slice_ns - periods + 1
+    cdef int64_t first = hist_period(h, now_ns) - periods + 1
     cdef int64_t slot, index, address, epoch
     cdef Py_ssize_t n = h.layout.counts_len + 1
     memset(out, 0, h.stride * sizeof(uint64_t))
@@ -584,6 +584,8 @@ cdef class LatencyHistogram:
         self.window_ns = window_ns
         self.slices = slices
         self.slice_ns = window_ns // slices
+        self.slice_divisor = _divisor(self.slice_ns)
+        self.slices_divisor = _divisor(slices)
         self.stride = stride
         self.counts = counts
         self.epochs = epochs
@@ -623,7 +625,7 @@ cdef class LatencyHistogram:
             hist_record_at(self, value, <uint32_t>n, now_ns)
         else:
             hist_add_at(self, hist_counter_index(self, value), <uint64_t>n,
-                        now_ns // self.slice_ns)
+                        hist_period(self, now_ns))
 
     def record_many(self, values):
         """Record every value of a 1-D numpy int64 array of nanoseconds, in one nogil loop.
@@ -806,7 +808,7 @@ cdef class LatencyHistogram:
                 raise HistogramValueError(
                     f"cannot merge {other!r} into {self!r}: the bucket layouts differ")
             with nogil:
-                _merge_counts(self, snap.counts, now_ns // self.slice_ns)
+                _merge_counts(self, snap.counts, hist_period(self, now_ns))
         else:
             raise HistogramTypeError(
                 f"merge() needs a LatencyHistogram or HistogramSnapshot, got {type(other).__name__}")
@@ -905,7 +907,7 @@ cdef void _merge_counts(LatencyHistogram h, const uint64_t *counts, int64_t peri
 
 
 cdef void _merge_ring(LatencyHistogram h, LatencyHistogram other, int64_t now_ns) noexcept nogil:
-    cdef int64_t now_period = now_ns // h.slice_ns
+    cdef int64_t now_period = hist_period(h, now_ns)
     cdef int64_t first = now_period - h.slices + 1
     cdef int64_t slot, index, epoch, address
     cdef uint64_t count
@@ -928,6 +930,17 @@ cdef void _merge_ring(LatencyHistogram h, LatencyHistogram other, int64_t now_ns
         count = hist_load_u64(&other.limbo[index])
         if count != 0:
             hist_add_at(h, index, count, now_period)
+
+
+cdef hist_divisor _divisor(object d):
+    """The multiply-high reciprocal of d >= 1 that hist_divide uses (see histogram.pxd)."""
+    cdef hist_divisor divisor
+    shift = (d - 1).bit_length()                      # ceil(log2(d))
+    magic = -(-(1 << (64 + shift)) // d)              # ceil(2**(64+shift) / d)
+    divisor.lo = magic & 0xFFFFFFFFFFFFFFFF
+    divisor.hi = magic >> 64
+    divisor.shift = shift
+    return divisor
 
 
 cdef object _as_int(object value, str name):

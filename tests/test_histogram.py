@@ -5,6 +5,7 @@ import asyncio
 import inspect
 import math
 import threading
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -535,3 +536,25 @@ def test_same_values_as_the_hdrhistogram_package(name, significant_figures):
         peer.get_min_value(), peer.get_max_value(), peer.get_total_count())
     assert hist.mean == pytest.approx(peer.get_mean_value(), rel=1e-12)
     assert hist.stdev == pytest.approx(peer.get_stddev(), rel=1e-9)
+
+
+@pytest.mark.parametrize("slice_ns, slices", [
+    (1, 1), (3, 7), (1_000_000_000, 60), (999_999_937, 59), (2 ** 40 + 1, 3), (2 ** 50, 64)])
+@pytest.mark.parametrize("period", [0, 1, 12_345, "last"])
+def test_periods_are_exact_at_slice_boundaries(slice_ns, slices, period):
+    # the recorder divides by multiplying with a reciprocal: check it at both edges of a slice
+    last = (2 ** 62) // slice_ns - 1          # the clock stops at 2**62 ns
+    period = last if period == "last" else min(period, last)
+    clock = ManualClock()
+    hist = LatencyHistogram(window=Fraction(slice_ns * slices, 10 ** 9), slices=slices,
+                            clock=clock)
+    clock.set_ns(period * slice_ns - 1 if period else 0)
+    hist.record(1)
+    clock.set_ns(period * slice_ns)
+    hist.record(2)
+    clock.set_ns(period * slice_ns + slice_ns - 1)
+    hist.record(3)
+    one_slice = Fraction(slice_ns, 10 ** 9)
+    assert hist.snapshot(window=one_slice).count == (3 if period == 0 else 2)
+    clock.set_ns(period * slice_ns + slice_ns)
+    assert hist.snapshot(window=one_slice).count == 0
