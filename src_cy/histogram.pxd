@@ -84,6 +84,13 @@ cdef extern from *:
     uint64_t hist_divide(uint64_t n, hist_divisor d) noexcept nogil
 
 
+ctypedef struct HistSlot:
+    int64_t epoch                   # period held; -1 unused; <= -2 being cleared for -epoch-2
+    int64_t lo                      # lowest counter index written since the last clear
+    int64_t hi                      # highest one (lo > hi: none): queries read only [lo, hi]
+    int64_t carry                   # (uint64_t *) as int64: 0 until a counter wraps
+
+
 ctypedef struct HistLayout:
     int64_t lowest                  # ns, as given
     int64_t highest                 # ns, as given: larger values count as overflow
@@ -119,14 +126,14 @@ cdef class LatencyHistogram:
     cdef hist_divisor slices_divisor # period // slices, likewise
     cdef int64_t stride             # uint32 counters per slot: counts_len + 1 (overflow), padded
     cdef uint32_t *counts           # slices * stride
-    cdef int64_t *epochs            # slices: period held, -1 unused, <= -2 being cleared
-    cdef int64_t *carries           # slices: (uint64_t *) as int64, 0 until a counter wraps
+    cdef HistSlot *slots            # slices + 1: the last one holds limbo's lo/hi marks
     cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
     cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
                       int64_t period) noexcept nogil
+cdef void hist_widen(HistSlot *slot, int64_t index) noexcept nogil
 cdef void hist_carry(LatencyHistogram h, int64_t slot, int64_t index,
                      uint64_t amount) noexcept nogil
 
@@ -149,7 +156,11 @@ cdef inline void hist_record_at(LatencyHistogram h, int64_t value_ns, uint32_t c
     cdef int64_t index = hist_counter_index(h, value_ns)
     cdef int64_t period = hist_period(h, now_ns)
     cdef int64_t slot = period - <int64_t>hist_divide(period, h.slices_divisor) * h.slices
-    if fc_atomic_load_i64(&h.epochs[slot]) == period:
+    cdef HistSlot *header = &h.slots[slot]
+    if fc_atomic_load_i64(&header.epoch) == period:
+        # marks share the epoch's cache line: two compares, written only when they widen
+        if index > fc_atomic_load_i64(&header.hi) or index < fc_atomic_load_i64(&header.lo):
+            hist_widen(header, index)
         # fetch-add returns the new value: below the added count only if it wrapped past 2**32
         if fc_atomic_add_u32(&h.counts[slot * h.stride + index], count) < count:
             hist_carry(h, slot, index, (<uint64_t>1) << 32)

@@ -12,7 +12,7 @@ import numpy as np
 
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t, uint64_t, uint32_t, intptr_t
-from libc.stdlib cimport abort, calloc, free
+from libc.stdlib cimport abort, calloc, free, malloc
 from libc.string cimport memset
 
 from fastcore._core.atomic cimport (
@@ -207,7 +207,7 @@ cdef void hist_carry(LatencyHistogram h, int64_t slot, int64_t index,
                      uint64_t amount) noexcept nogil:
     """Add `amount` (a multiple of 2**32 from a wrapped counter, or a large count) to the
     slot's 64-bit carry array, allocating it on first use."""
-    cdef int64_t address = fc_atomic_load_i64(&h.carries[slot])
+    cdef int64_t address = fc_atomic_load_i64(&h.slots[slot].carry)
     cdef int64_t expected = 0
     cdef uint64_t *fresh
     if address == 0:
@@ -215,13 +215,28 @@ cdef void hist_carry(LatencyHistogram h, int64_t slot, int64_t index,
         if fresh == NULL:
             fc_atomic_store_i64(&h.saturated, 1)    # the count cannot be kept: say so
             return
-        if fc_atomic_cas_i64(&h.carries[slot], &expected, <int64_t><intptr_t>fresh):
+        if fc_atomic_cas_i64(&h.slots[slot].carry, &expected, <int64_t><intptr_t>fresh):
             address = <int64_t><intptr_t>fresh
         else:
             free(fresh)                             # another thread installed one first
             address = expected
     if fc_atomic_add_u64(&(<uint64_t *><intptr_t>address)[index], amount) < amount:
         fc_atomic_store_i64(&h.saturated, 1)
+
+
+cdef void hist_widen(HistSlot *slot, int64_t index) noexcept nogil:
+    """Make the slot's [lo, hi] marks cover `index` (atomic max / min by CAS)."""
+    cdef int64_t seen = fc_atomic_load_i64(&slot.hi)
+    while index > seen and not fc_atomic_cas_i64(&slot.hi, &seen, index):
+        pass
+    seen = fc_atomic_load_i64(&slot.lo)
+    while index < seen and not fc_atomic_cas_i64(&slot.lo, &seen, index):
+        pass
+
+
+cdef inline void hist_clear_marks(HistSlot *slot, int64_t counts_len) noexcept nogil:
+    fc_atomic_store_i64(&slot.lo, counts_len + 1)
+    fc_atomic_store_i64(&slot.hi, -1)
 
 
 cdef inline void hist_add_slot(LatencyHistogram h, int64_t slot, int64_t index,
@@ -232,6 +247,7 @@ cdef inline void hist_add_slot(LatencyHistogram h, int64_t slot, int64_t index,
     if FASTCORE_DEBUG:
         if index < 0 or index > h.layout.counts_len or slot < 0 or slot >= h.slices:
             abort()
+    hist_widen(&h.slots[slot], index)
     if low != 0 and fc_atomic_add_u32(&h.counts[slot * h.stride + index], low) < low:
         high += HIST_U32_SPAN                       # this add wrapped the counter
         if high < HIST_U32_SPAN:
@@ -244,7 +260,9 @@ cdef void hist_drain_limbo(LatencyHistogram h, int64_t slot) noexcept nogil:
     """Move the counts recorded while a slot was being cleared into the fresh `slot`."""
     cdef int64_t index
     cdef uint64_t count
-    for index in range(h.layout.counts_len + 1):
+    # limbo's marks only ever widen: a parked count may land just after this drain
+    for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
+                       fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
         if hist_load_u64(&h.limbo[index]) != 0:
             count = hist_xchg_u64(&h.limbo[index], 0)
             if count != 0:
@@ -255,7 +273,7 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
                       int64_t period) noexcept nogil:
     """Add `count` at counter `index` for `period`, rotating the period's slot if it is stale."""
     cdef int64_t slot = period % h.slices
-    cdef int64_t seen = fc_atomic_load_i64(&h.epochs[slot])
+    cdef int64_t seen = fc_atomic_load_i64(&h.slots[slot].epoch)
     cdef int64_t address
     while True:
         if seen >= period:
@@ -265,16 +283,20 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
             return
         if seen <= -2:
             # another thread is zeroing this slot: park the count instead of waiting
+            hist_widen(&h.slots[h.slices], index)
             if fc_atomic_add_u64(&h.limbo[index], count) < count:
                 fc_atomic_store_i64(&h.saturated, 1)
             return
         # stale (an earlier period) or unused: claim it; a failed CAS reloads `seen`
-        if fc_atomic_cas_i64(&h.epochs[slot], &seen, -2 - period):
+        if fc_atomic_cas_i64(&h.slots[slot].epoch, &seen, -2 - period):
+            # the whole slot, not just [lo, hi]: a writer delayed from the old period may have
+            # added outside the marks it was about to widen
             memset(&h.counts[slot * h.stride], 0, h.stride * sizeof(uint32_t))
-            address = fc_atomic_load_i64(&h.carries[slot])
+            address = fc_atomic_load_i64(&h.slots[slot].carry)
             if address != 0:
                 memset(<uint64_t *><intptr_t>address, 0, h.stride * sizeof(uint64_t))
-            fc_atomic_store_i64(&h.epochs[slot], period)
+            hist_clear_marks(&h.slots[slot], h.layout.counts_len)
+            fc_atomic_store_i64(&h.slots[slot].epoch, period)
             hist_add_slot(h, slot, index, count)
             hist_drain_limbo(h, slot)
             return
@@ -305,20 +327,25 @@ cdef void hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t
 
 cdef int hist_merge_window(LatencyHistogram h, int64_t periods, int64_t now_ns,
                            uint64_t *out) noexcept nogil:
-    """Sum the slots holding one of the last `periods` periods (and limbo) into `out`."""
+    """Sum the slots holding one of the last `periods` periods (and limbo) into `out`,
+    reading each slot only between its marks."""
     cdef int64_t first = hist_period(h, now_ns) - periods + 1
-    cdef int64_t slot, index, address, epoch
-    cdef Py_ssize_t n = h.layout.counts_len + 1
+    cdef int64_t slot, index, address, epoch, lo, hi
     memset(out, 0, h.stride * sizeof(uint64_t))
     for slot in range(h.slices):
-        epoch = fc_atomic_load_i64(&h.epochs[slot])
+        epoch = fc_atomic_load_i64(&h.slots[slot].epoch)
         if epoch < first or epoch < 0:
             continue
-        hist_add_u32s(out, &h.counts[slot * h.stride], n)
-        address = fc_atomic_load_i64(&h.carries[slot])
+        lo = fc_atomic_load_i64(&h.slots[slot].lo)
+        hi = fc_atomic_load_i64(&h.slots[slot].hi)
+        if lo > hi:
+            continue
+        hist_add_u32s(&out[lo], &h.counts[slot * h.stride + lo], hi - lo + 1)
+        address = fc_atomic_load_i64(&h.slots[slot].carry)
         if address != 0:
-            hist_add_u64s(out, <const uint64_t *><intptr_t>address, n)
-    for index in range(n):
+            hist_add_u64s(&out[lo], &(<const uint64_t *><intptr_t>address)[lo], hi - lo + 1)
+    for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
+                       fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
         out[index] += hist_load_u64(&h.limbo[index])
     return 0
 
@@ -546,8 +573,7 @@ cdef class LatencyHistogram:
 
     def __cinit__(self, *args, **kwargs):
         self.counts = NULL
-        self.epochs = NULL
-        self.carries = NULL
+        self.slots = NULL
         self.limbo = NULL
 
     def __init__(self, *, significant_figures=2, lowest=1, highest=3_600_000_000_000,
@@ -573,11 +599,10 @@ cdef class LatencyHistogram:
         stride = layout.counts_len + 1
         stride += (-stride) % HIST_STRIDE_ALIGN
         counts = <uint32_t *>calloc(slices * stride, sizeof(uint32_t))
-        epochs = <int64_t *>calloc(slices, sizeof(int64_t))
-        carries = <int64_t *>calloc(slices, sizeof(int64_t))
+        slots = <HistSlot *>calloc(slices + 1, sizeof(HistSlot))
         limbo = <uint64_t *>calloc(stride, sizeof(uint64_t))
-        if counts == NULL or epochs == NULL or carries == NULL or limbo == NULL:
-            free(counts); free(epochs); free(carries); free(limbo)
+        if counts == NULL or slots == NULL or limbo == NULL:
+            free(counts); free(slots); free(limbo)
             raise MemoryError("LatencyHistogram: cannot allocate its counters")
         self.layout = layout
         self.clock = resolved
@@ -588,21 +613,20 @@ cdef class LatencyHistogram:
         self.slices_divisor = _divisor(slices)
         self.stride = stride
         self.counts = counts
-        self.epochs = epochs
-        self.carries = carries
+        self.slots = slots
         self.limbo = limbo
         self.saturated = 0
-        for slot in range(slices):
-            epochs[slot] = HIST_EPOCH_UNUSED
+        for slot in range(slices + 1):
+            slots[slot].epoch = HIST_EPOCH_UNUSED
+            hist_clear_marks(&slots[slot], layout.counts_len)
 
     def __dealloc__(self):
         cdef int64_t slot
-        if self.carries != NULL:
+        if self.slots != NULL:
             for slot in range(self.slices):
-                free(<uint64_t *><intptr_t>self.carries[slot])
+                free(<uint64_t *><intptr_t>self.slots[slot].carry)
         free(self.counts)
-        free(self.epochs)
-        free(self.carries)
+        free(self.slots)
         free(self.limbo)
 
     # -- recording ------------------------------------------------------------------------------
@@ -617,7 +641,8 @@ cdef class LatencyHistogram:
         """
         # exact-int checks are pointer compares; anything else goes through __index__ once
         cdef int64_t value = value_ns if type(value_ns) is int else _as_int(value_ns, "latency")
-        cdef int64_t n = count if type(count) is int else _as_int(count, "count")
+        cdef int64_t n = 1 if count is 1 else (
+            count if type(count) is int else _as_int(count, "count"))
         if value < 0 or n < 1:
             _bad_record(value, n)
         cdef int64_t now_ns = clock_now_ns(self.clock)
@@ -817,22 +842,24 @@ cdef class LatencyHistogram:
         """Forget every value. Values recorded by other threads during the reset may survive."""
         cdef int64_t slot, address
         for slot in range(self.slices):
-            fc_atomic_store_i64(&self.epochs[slot], HIST_EPOCH_UNUSED)
+            fc_atomic_store_i64(&self.slots[slot].epoch, HIST_EPOCH_UNUSED)
             memset(&self.counts[slot * self.stride], 0, self.stride * sizeof(uint32_t))
-            address = self.carries[slot]
+            address = self.slots[slot].carry
             if address != 0:
                 memset(<uint64_t *><intptr_t>address, 0, self.stride * sizeof(uint64_t))
+            hist_clear_marks(&self.slots[slot], self.layout.counts_len)
         memset(self.limbo, 0, self.stride * sizeof(uint64_t))
+        hist_clear_marks(&self.slots[self.slices], self.layout.counts_len)
         fc_atomic_store_i64(&self.saturated, 0)
 
     def memory_bytes(self):
-        """Bytes of C memory this histogram owns (counters, epochs, carries, limbo)."""
+        """Bytes of C memory this histogram owns (counters, slot headers, carries, limbo)."""
         cdef int64_t slot
         cdef Py_ssize_t total = (self.slices * self.stride * sizeof(uint32_t)
-                                 + 2 * self.slices * sizeof(int64_t)
+                                 + (self.slices + 1) * sizeof(HistSlot)
                                  + self.stride * sizeof(uint64_t))
         for slot in range(self.slices):
-            if fc_atomic_load_i64(&self.carries[slot]) != 0:
+            if fc_atomic_load_i64(&self.slots[slot].carry) != 0:
                 total += self.stride * sizeof(uint64_t)
         return total
 
@@ -886,7 +913,7 @@ cdef int64_t _window_periods(LatencyHistogram self, object window) except -1:
 cdef uint64_t *_merged_counts(LatencyHistogram self, object window, uint64_t *total) except NULL:
     """A fresh array (caller frees) holding the window's merged counts; `total` in range."""
     cdef int64_t periods = _window_periods(self, window)
-    cdef uint64_t *merged = <uint64_t *>calloc(self.stride, sizeof(uint64_t))
+    cdef uint64_t *merged = <uint64_t *>malloc(self.stride * sizeof(uint64_t))
     cdef int wrapped
     if merged == NULL:
         raise MemoryError()
@@ -913,20 +940,22 @@ cdef void _merge_ring(LatencyHistogram h, LatencyHistogram other, int64_t now_ns
     cdef uint64_t count
     cdef const uint64_t *carry
     for slot in range(other.slices):
-        epoch = fc_atomic_load_i64(&other.epochs[slot])
+        epoch = fc_atomic_load_i64(&other.slots[slot].epoch)
         if epoch < first or epoch < 0:
             continue
         if epoch > now_period:
             epoch = now_period      # the other ring's clock is ahead: count it as now
-        address = fc_atomic_load_i64(&other.carries[slot])
+        address = fc_atomic_load_i64(&other.slots[slot].carry)
         carry = <const uint64_t *><intptr_t>address
-        for index in range(h.layout.counts_len + 1):
+        for index in range(fc_atomic_load_i64(&other.slots[slot].lo),
+                           fc_atomic_load_i64(&other.slots[slot].hi) + 1):
             count = other.counts[slot * other.stride + index]
             if carry != NULL:
                 count += carry[index]
             if count != 0:
                 hist_add_at(h, index, count, epoch)
-    for index in range(h.layout.counts_len + 1):
+    for index in range(fc_atomic_load_i64(&other.slots[other.slices].lo),
+                       fc_atomic_load_i64(&other.slots[other.slices].hi) + 1):
         count = hist_load_u64(&other.limbo[index])
         if count != 0:
             hist_add_at(h, index, count, now_period)
