@@ -14,6 +14,7 @@ from fastcore._core.clock import (
 )
 from fastcore._core.decision import Decision
 from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
+from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
 from fastcore.errors import (
     BackendError,
@@ -37,6 +38,8 @@ def get_include() -> str:
 __all__ = [
     "TokenBucket",
     "KeyedTokenBucket",
+    "SlidingWindowCounter",
+    "SlidingWindow",
     "Decision",
     "CoarseClock",
     "ManualClock",
