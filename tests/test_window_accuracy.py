@@ -24,12 +24,15 @@ WINDOW_NS = S
 SLICES = 10
 
 
-# Per-key mean arrivals per window, as multiples of the limit. "hostile": every kind of key
-# from quiet to twice the limit, so most decisions sit at a key's limit; "edge": most keys
-# far below their limit and one in fifty abusive, as at a gateway's edge.
+# Per key: mean arrivals per window as a multiple of the limit, and the chance of bursts.
+# "hostile": keys from quiet to twice the limit, every key bursting, so most decisions sit at
+# a key's limit; "edge": most keys far below their limit, one in fifty abusive and one in ten
+# bursting, as at a gateway's edge.
 PROFILES = {
-    "hostile": lambda rng: rng.choice([0.05, 0.2, 0.5, 0.8, 1.0, 1.2, 2.0]) * rng.uniform(0.5, 1.5),
-    "edge": lambda rng: (3.0 if rng.random() < 0.02 else 0.25) * rng.lognormvariate(-1.5, 1.0),
+    "hostile": (lambda rng: rng.choice([0.05, 0.2, 0.5, 0.8, 1.0, 1.2, 2.0])
+                * rng.uniform(0.5, 1.5), 1.0),
+    "edge": (lambda rng: (3.0 if rng.random() < 0.02 else 0.25) * rng.lognormvariate(-1.5, 1.0),
+             0.1),
 }
 
 
@@ -39,18 +42,19 @@ def bursty_traffic(seed, profile="hostile", keys=300, seconds=40):
     arrivals = []
     horizon = seconds * S
     for key in range(keys):
-        rate = LIMIT * PROFILES[profile](rng)
+        key_rate, burst_share = PROFILES[profile]
+        rate = LIMIT * key_rate(rng)
         t = rng.expovariate(rate) * S
         while t < horizon:
             arrivals.append((int(t), key, rng.choice([1, 1, 1, 1, 0.5, 2])))
             t += rng.expovariate(rate) * S
-        for _ in range(rng.randrange(4)):                     # bursts
+        for _ in range(rng.randrange(4) if rng.random() < burst_share else 0):   # bursts
             start = rng.randrange(horizon)
             for _ in range(rng.randrange(5, 3 * LIMIT)):
                 arrivals.append((start + rng.randrange(20_000_000), key, 1))
     for _ in range(seconds // 4):                             # retry storms over many keys
         start = rng.randrange(horizon)
-        for key in rng.sample(range(keys), keys // 5):
+        for key in rng.sample(range(keys), keys // (5 if burst_share == 1 else 20)):
             t = start + rng.randrange(50_000_000)
             backoff = 100_000_000
             for _ in range(rng.randrange(3, 7)):
@@ -122,12 +126,12 @@ def replay(kind, seed, profile="hostile", keys=300, seconds=40):
     return len(traffic), differing, too_strict, too_lenient, worst
 
 
-@pytest.mark.parametrize("profile, seed, most_differing", [("hostile", 1, 0.3), ("edge", 2, 0.02)])
+@pytest.mark.parametrize("profile, seed, most_differing", [("hostile", 1, 0.3), ("edge", 2, 0.08)])
 @pytest.mark.parametrize("kind", [SlidingWindowCounter, SlidingWindow])
 def test_documented_bounds_hold_on_bursty_traffic(kind, profile, seed, most_differing):
     decisions, differing, too_strict, too_lenient, worst = replay(kind, seed, profile,
                                                                   keys=200, seconds=20)
-    assert decisions > 10_000
+    assert decisions > 5_000
     assert 0 < differing / decisions < most_differing      # approximations, but close ones
     assert too_lenient > 0                                  # both do over-admit sometimes
     if kind is SlidingWindow:
