@@ -8,7 +8,8 @@ import numpy as np
 from fastcore._core.atomic cimport fc_atomic_store_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
-    keytable_lookup, keytable_note_idle_at, keytable_state, keytable_touch,
+    KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
+    keytable_prefetch_line, keytable_state, keytable_touch,
 )
 
 from fastcore._units import gcra_params
@@ -262,7 +263,13 @@ cdef class KeyedTokenBucket(KeyTable):
         cdef Py_ssize_t i, s
         cdef int64_t increment_ns = self.emission_ns, tat_after_ns
         cdef int64_t tau_ns = self.tau_ns
+        cdef char** pages = self.state_pages
+        cdef Py_ssize_t stride = self.state_stride
         for i in range(n):
+            if i + KEYTABLE_PREFETCH_AHEAD < n:
+                s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
+                if s >= 0:
+                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
             s = slots_or_handles[i]
             if increments != NULL:
                 increment_ns = increments[i]
@@ -271,13 +278,15 @@ cdef class KeyedTokenBucket(KeyTable):
                 if retry != NULL:
                     retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
-            s &= slot_mask
-            if gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, tau_ns, now_ns,
-                          &tat_after_ns):
+            # the TAT is the word after the generation in the slot's page entry
+            if gcra_admit(<int64_t*>(keytable_entry(pages, stride, s & slot_mask) + 1),
+                          increment_ns, tau_ns, now_ns, &tat_after_ns):
                 allowed[i] = 1
                 keytable_note_idle_at(self, tat_after_ns)
-            elif retry != NULL:
-                retry[i] = (tat_after_ns + increment_ns - tau_ns - now_ns) / 1e9
+            else:
+                allowed[i] = 0
+                if retry != NULL:
+                    retry[i] = (tat_after_ns + increment_ns - tau_ns - now_ns) / 1e9
 
     @property
     def rate(self):

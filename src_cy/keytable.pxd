@@ -30,7 +30,8 @@
 #
 # Batches: acquire_batch() is the one driver behind every limiter's acquire_many(). It
 # converts costs (owner hook batch_costs), resolves keys or validates handles, then runs the
-# owner's nogil kernel decide_range() over runs of slots with batches_in_flight raised, so no
+# owner's nogil kernel decide_range() (which writes every entry of `allowed`, and of `retry`
+# where denied) over runs of slots with batches_in_flight raised, so no
 # key leaves the table under a running kernel. Keys resolved so far are decided before an
 # insert into a full table could evict, so a slot a pending decision names is never recycled.
 #
@@ -53,6 +54,9 @@ from fastcore._core.clock cimport Clock
 from fastcore._core.decision cimport Decision
 
 cdef extern from *:
+    # A hint to load the cache line at p ahead of use; batch loops issue it a few
+    # iterations early so random slot accesses overlap instead of waiting one by one.
+    void keytable_prefetch_line "__builtin_prefetch"(const void* p) nogil
     const uint64_t KEYTABLE_FIB_MULT "0x9E3779B97F4A7C15ULL"
     const int64_t KEYTABLE_SLOT_MASK "0xFFFFFFFFLL"      # handle & MASK == handle % 2**32
 
@@ -61,6 +65,7 @@ cdef enum:
     KEYTABLE_PAGE_MASK = (1 << 10) - 1             # slot & MASK == slot % 1024
     KEYTABLE_LRU_PROBE = 8                         # keys checked at the LRU tail between sweeps
     KEYTABLE_MIN_CAPACITY = 16                     # slots allocated at first
+    KEYTABLE_PREFETCH_AHEAD = 16                   # batch entries between prefetch and use
     KEYTABLE_ON_FULL_EVICT = 0
     KEYTABLE_ON_FULL_DENY = 1
 
@@ -115,6 +120,7 @@ cdef class KeyTable:
                               bint with_retry_after)
     cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] costs, int64_t now_ns,
                             uint8_t[::1] allowed, double[::1] retry) except -1
+    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil
     cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots, int64_t[::1] costs,
                          int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1
     cdef int decide_pending(self, int64_t* slots, int64_t[::1] costs, Py_ssize_t start,
@@ -173,10 +179,18 @@ cdef inline void keytable_touch(KeyTable t, Py_ssize_t s) noexcept:
     t.lru_head = <int32_t>s
 
 
+cdef inline uint64_t* keytable_entry(char** pages, Py_ssize_t stride, Py_ssize_t s) noexcept nogil:
+    """Slot s's page entry: page s >> 10 (s // 1024), entry s & 1023 (s % 1024).
+
+    Batch loops pass `pages` and `stride` as locals: the atomics in their bodies are compiler
+    barriers, which would otherwise reload both from the table on every decision.
+    """
+    return <uint64_t*>(pages[s >> KEYTABLE_PAGE_SHIFT] + (s & KEYTABLE_PAGE_MASK) * stride)
+
+
 cdef inline uint64_t* keytable_generation(KeyTable t, Py_ssize_t s) noexcept nogil:
-    """Slot s's generation: page s >> 10 (s // 1024), entry s & 1023 (s % 1024)."""
-    return <uint64_t*>(t.state_pages[s >> KEYTABLE_PAGE_SHIFT]
-                       + (s & KEYTABLE_PAGE_MASK) * t.state_stride)
+    """Slot s's generation, the first word of its page entry."""
+    return keytable_entry(t.state_pages, t.state_stride, s)
 
 
 cdef inline char* keytable_state(KeyTable t, Py_ssize_t s) noexcept nogil:

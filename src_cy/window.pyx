@@ -9,7 +9,8 @@ import numpy as np
 from fastcore._core.clock cimport clock_now_ns
 from fastcore._core.decision cimport decision_new
 from fastcore._core.keytable cimport (
-    keytable_lookup, keytable_note_idle_at, keytable_state, keytable_touch,
+    KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
+    keytable_prefetch_line, keytable_state, keytable_touch,
 )
 
 from fastcore._units import WINDOW_SLICES_MAX, window_params
@@ -286,8 +287,14 @@ cdef class SlidingWindowCounter(WindowLimiter):
         cdef int64_t w = now_ns // window_ns
         cdef int64_t elapsed_ns = now_ns - w * window_ns
         cdef int64_t units = self.one_units
+        cdef char** pages = self.state_pages
+        cdef Py_ssize_t stride = self.state_stride
         cdef SwcView v
         for i in range(n):
+            if i + KEYTABLE_PREFETCH_AHEAD < n:
+                s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
+                if s >= 0:
+                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
             s = slots_or_handles[i]
             if costs != NULL:
                 units = costs[i]
@@ -296,14 +303,16 @@ cdef class SlidingWindowCounter(WindowLimiter):
                 if retry != NULL:
                     retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
-            s &= slot_mask
-            if swc_admit(<uint64_t*>keytable_state(self, s), units, w, elapsed_ns, anchor_w,
-                         limit_units, window_ns, &v):
+            # the state word follows the generation in the slot's page entry
+            if swc_admit(keytable_entry(pages, stride, s & slot_mask) + 1, units, w, elapsed_ns,
+                         anchor_w, limit_units, window_ns, &v):
                 allowed[i] = 1
                 if units:
                     keytable_note_idle_at(self, (v.w + 2) * window_ns)
-            elif retry != NULL:
-                retry[i] = swc_retry_ns(&v, units, limit_units, window_ns, now_ns) / 1e9
+            else:
+                allowed[i] = 0
+                if retry != NULL:
+                    retry[i] = swc_retry_ns(&v, units, limit_units, window_ns, now_ns) / 1e9
 
     def __repr__(self):
         return (f"SlidingWindowCounter(limit={self.limit_arg!r}, window={self.window_arg!r}, "
@@ -459,8 +468,14 @@ cdef class SlidingWindow(WindowLimiter):
         cdef int64_t slice_now = now_ns // self.slice_ns
         cdef int64_t limit_units = self.limit_units, slice_ns = self.slice_ns
         cdef uint32_t slices = self.slices
+        cdef char** pages = self.state_pages
+        cdef Py_ssize_t stride = self.state_stride
         cdef RingHead* head
         for i in range(n):
+            if i + KEYTABLE_PREFETCH_AHEAD < n:
+                s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
+                if s >= 0:
+                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
             s = slots_or_handles[i]
             if costs != NULL:
                 units = costs[i]
@@ -469,7 +484,8 @@ cdef class SlidingWindow(WindowLimiter):
                 if retry != NULL:
                     retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
-            head = <RingHead*>keytable_state(self, s & slot_mask)
+            # the ring head follows the generation in the slot's page entry
+            head = <RingHead*>(keytable_entry(pages, stride, s & slot_mask) + 1)
             newest = ring_advance(head, ring_lock(head), slice_now, slices)
             if head.total + units <= limit_units:
                 ring_counts(head)[head.pos] += <uint32_t>units
@@ -479,6 +495,7 @@ cdef class SlidingWindow(WindowLimiter):
                 if units:
                     keytable_note_idle_at(self, (newest + slices) * slice_ns)
             else:
+                allowed[i] = 0
                 if retry != NULL:
                     retry[i] = ring_retry_ns(head, newest, units, limit_units, slices,
                                              slice_ns, now_ns) / 1e9
