@@ -14,7 +14,8 @@
 #                              GCRA), in pages of 1024 slots that never move, so nogil batch
 #                              loops may touch state while another thread grows the table
 #                              under the GIL. The generation sits beside the state so a batch
-#                              validates a handle and decides on one cache line.
+#                              validates a handle and decides on one cache line (pages start
+#                              on a 64-byte line; strides dividing 64 never straddle two).
 #   KeyedTokenBucket: 24 + 8 + 16 = 48 B per key beyond the key object.
 #
 # Invariants:
@@ -66,6 +67,7 @@ cdef enum:
     KEYTABLE_LRU_PROBE = 8                         # keys checked at the LRU tail between sweeps
     KEYTABLE_MIN_CAPACITY = 16                     # slots allocated at first
     KEYTABLE_PREFETCH_AHEAD = 16                   # batch entries between prefetch and use
+    KEYTABLE_CACHE_LINE = 64                       # bytes; state pages are aligned to it
     KEYTABLE_ON_FULL_EVICT = 0
     KEYTABLE_ON_FULL_DENY = 1
 

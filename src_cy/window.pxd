@@ -321,17 +321,22 @@ cdef inline void ring_unlock(RingHead* head, int64_t newest) noexcept nogil:
 
 
 cdef inline int64_t ring_advance(RingHead* head, int64_t newest, int64_t slice_now,
-                                 uint32_t slices) noexcept nogil:
-    """Move the ring to slice_now, zeroing the slices that left; the slice decided in."""
+                                 int64_t pos_now, uint32_t slices) noexcept nogil:
+    """Move the ring to slice_now, zeroing the slices that left; the slice decided in.
+
+    pos_now is slice_now % slices when the caller has it (a batch computes it once), else -1.
+    """
     cdef uint32_t* counts = ring_counts(head)
     cdef int64_t delta = slice_now - newest
     cdef uint32_t pos, k
     if delta <= 0:                       # same slice, or dated before it: decide in newest
         return newest
     pos = head.pos
+    if delta >= slices and pos_now < 0:
+        pos_now = slice_now % slices
     if head.total == 0:
         if delta >= slices:
-            pos = <uint32_t>(slice_now % slices)
+            pos = <uint32_t>pos_now
         else:
             pos += <uint32_t>delta       # (pos + delta) % slices, as delta < slices
             if pos >= slices:
@@ -340,7 +345,7 @@ cdef inline int64_t ring_advance(RingHead* head, int64_t newest, int64_t slice_n
         for k in range(slices):
             counts[k] = 0
         head.total = 0
-        pos = <uint32_t>(slice_now % slices)
+        pos = <uint32_t>pos_now
     else:
         for k in range(<uint32_t>delta):
             pos += 1

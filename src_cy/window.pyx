@@ -373,7 +373,7 @@ cdef class SlidingWindow(WindowLimiter):
         cdef int64_t slice_now = now_ns // self.slice_ns
         cdef int64_t idle_at_ns
         cdef bint allowed
-        newest = ring_advance(head, newest, slice_now, self.slices)
+        newest = ring_advance(head, newest, slice_now, -1, self.slices)
         allowed = head.total + units <= self.limit_units
         if allowed and write:
             ring_counts(head)[head.pos] += <uint32_t>units
@@ -468,6 +468,7 @@ cdef class SlidingWindow(WindowLimiter):
         cdef int64_t slice_now = now_ns // self.slice_ns
         cdef int64_t limit_units = self.limit_units, slice_ns = self.slice_ns
         cdef uint32_t slices = self.slices
+        cdef int64_t pos_now = slice_now % slices
         cdef char** pages = self.state_pages
         cdef Py_ssize_t stride = self.state_stride
         cdef RingHead* head
@@ -486,7 +487,7 @@ cdef class SlidingWindow(WindowLimiter):
                 continue
             # the ring head follows the generation in the slot's page entry
             head = <RingHead*>(keytable_entry(pages, stride, s & slot_mask) + 1)
-            newest = ring_advance(head, ring_lock(head), slice_now, slices)
+            newest = ring_advance(head, ring_lock(head), slice_now, pos_now, slices)
             if head.total + units <= limit_units:
                 ring_counts(head)[head.pos] += <uint32_t>units
                 head.total += <uint32_t>units
