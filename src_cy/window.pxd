@@ -89,8 +89,9 @@
 #
 # Cost: try_acquire = one hash lookup + one clock read + one CAS (counter) or one lock CAS,
 # a few adds and one release store (ring); advancing the ring clears at most `slices`
-# counters; retry_after and reset_after scan at most `slices` counters. now // window_ns is
-# cached across calls in the same window (one division per window change, one per batch).
+# counters; retry_after and reset_after scan at most `slices` counters. The counter caches
+# now // window_ns across calls in one window (a division per window change and per batch);
+# the ring divides once per call and once per batch.
 #
 # Worked examples (limit 10, window 1 s).
 #   Counter (F = 20): w = 5 (5 s..6 s), prev = 8, cur = 3, now = 5.25 s: estimate
