@@ -188,7 +188,10 @@ cdef class SlidingWindowCounter(WindowLimiter):
         cdef int64_t window_ns = self.window_ns
         cdef int128 left = (<int128>(self.limit_units - v.cur) * window_ns
                             - <int128>v.prev * (window_ns - v.elapsed_ns))
-        cdef int64_t remaining = <int64_t>((left >> self.fraction_bits) // window_ns)
+        # left < 0 only for a decision dated back to the start of the key's window, where the
+        # previous window still weighs fully: nothing remains
+        cdef int64_t remaining = (<int64_t>((left >> self.fraction_bits) // window_ns)
+                                  if left > 0 else 0)
         cdef int64_t idle_at_ns = swc_idle_at_ns(v.w, v.prev, v.cur, window_ns)
         cdef int64_t reset_ns = idle_at_ns - now_ns if idle_at_ns > now_ns else 0
         cdef int64_t retry_ns = 0

@@ -248,6 +248,9 @@ def test_dated_back_decisions_are_made_at_the_start_of_the_keys_window():
     # ... so a batch dated 11.0 is decided at the start of window 11: 4 * 1 + 3 > 4
     allowed, retry = limiter.acquire_many(["k"], now=11.0, with_retry_after=True)
     assert not allowed[0] and retry[0] > 0.75
+    # a Decision dated back the same way (the clock behind the batch) reports nothing left
+    d = limiter.acquire("k")
+    assert not d and d.remaining == 0 and d.retry_after_ns > 750_000_000
     ring = SlidingWindow(2, 1.0, slices=4, clock=clock)
     assert ring.acquire_many(["k", "k"], now=12.0).all()
     assert not ring.acquire_many(["k"], now=11.0)[0]                      # dated back: slice 48
