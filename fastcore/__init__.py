@@ -22,6 +22,7 @@ from fastcore._core.histogram import (
     LatencyHistogram,
 )
 from fastcore._core.ttlcache import TTLCache
+from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
 from fastcore.errors import (
     BackendError,
@@ -46,6 +47,8 @@ __all__ = [
     "TTLCache",
     "TokenBucket",
     "KeyedTokenBucket",
+    "SlidingWindowCounter",
+    "SlidingWindow",
     "Decision",
     "CoarseClock",
     "ManualClock",
