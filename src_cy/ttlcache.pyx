@@ -16,6 +16,7 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Values
 from types import GenericAlias
 
 from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
+from fastcore._core.debug cimport FASTCORE_DEBUG
 from fastcore._core.clock import default_clock
 from fastcore._units import seconds_to_ns
 
@@ -536,6 +537,8 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
         if frozen:
             _thaw(self)
         _drain(self)
+    if FASTCORE_DEBUG:
+        _check_invariants(self)
     return 0
 
 
@@ -889,6 +892,11 @@ cdef class TTLCache:
             _thaw(self)
             _drain(self)
 
+    def _check_invariants(self):
+        """Verify the .pxd invariants (O(n)); raises AssertionError naming the first broken
+        one. For tests and FASTCORE_DEBUG builds."""
+        _check_invariants(self)
+
     def __sizeof__(self):
         return self.memory_bytes()
 
@@ -1011,6 +1019,8 @@ cdef class TTLCache:
             _expire_until(self, now.key, out)
         finally:
             _drain(self)
+        if FASTCORE_DEBUG:
+            _check_invariants(self)
         return out
 
     def clear(self):
@@ -1066,6 +1076,49 @@ cdef class TTLCache:
         if hasattr(self, "__dict__"):
             other.__dict__.update(self.__dict__)
         return other
+
+
+cdef int _check_invariants(TTLCache c) except -1:
+    cdef uint32_t i, prev, n
+    cdef uint64_t pos, home, filled = 0
+    cdef int L
+    seen = {}
+    for L in (LRU, EXP, INS):
+        n = 0
+        prev = TTL_NIL
+        i = c.head[L >> 1]
+        while i != TTL_NIL:
+            assert i < c.used_top and c.entries[i].key != NULL, f"list {L}: dead entry {i}"
+            assert c.entries[i].links[L] == prev, f"list {L}: bad prev link at {i}"
+            seen[i] = seen.get(i, 0) + 1
+            prev = i
+            i = c.entries[i].links[L + 1]
+            n += 1
+            assert n <= c.count, f"list {L} is longer than count {c.count}"
+        assert c.tail[L >> 1] == prev, f"list {L}: tail is not the last entry"
+        assert n == c.count, f"list {L} holds {n} entries, count is {c.count}"
+    assert all(k == 3 for k in seen.values()), "an entry is missing from a list"
+    total = 0
+    for pos in range(c.tsize):
+        if c.ctrl[pos] == 0:
+            continue
+        filled += 1
+        i = <uint32_t>c.slot[pos]
+        assert i in seen, f"slot {pos} points at dead entry {i}"
+        mix = _mix(c.entries[i].hash)
+        assert c.ctrl[pos] == _ctrl(mix) and (c.slot[pos] >> 32) == (mix >> 32), \
+            f"slot {pos} does not match entry {i}'s hash"
+        home = _home(c, mix)
+        while home != pos:       # no empty slot between an entry's home and its slot
+            assert c.ctrl[home] != 0, f"hole in the probe run of entry {i}"
+            home = _next(c, home)
+        if c.sized:
+            total = total + <object>c.entries[i].size
+    assert filled == c.count, f"{filled} slots for {c.count} entries"
+    if c.sized:
+        assert total == c._currsize, f"sizes sum to {total}, currsize is {c._currsize}"
+    assert c.count <= c.max_count or c.sized, "more entries than maxsize"
+    return 0
 
 
 def _restore(cls, config, items, lru, exp):

@@ -394,6 +394,7 @@ def test_key_eq_that_mutates_the_cache():
     Mutating.armed = True
     assert cache[Mutating(2)] == "two"
     assert len(cache) == 42 and len(list(cache)) == 42
+    cache._check_invariants()
 
 
 def test_values_referencing_the_cache_are_collected():
@@ -469,6 +470,7 @@ def test_four_threads_mixing_every_operation(sized):
     finally:
         sys.setswitchinterval(old_interval)
     assert errors == []
+    cache._check_invariants()
     items = contents(cache)
     assert len(cache) == len(items) == len(set(k for k, _ in items))
     expected_size = sum(1 + v % 2 for _, v in items) if sized else len(items)
@@ -493,6 +495,7 @@ def test_growth_and_deletion_agree_with_cachetools_at_scale():
             assert ours.pop(key, None) == theirs.pop(key, None)
         else:
             clock.advance(0.25)
+    ours._check_invariants()
     assert contents(ours) == contents(theirs)
     assert ours.expire(clock() + 10) == theirs.expire(clock() + 10)
 
