@@ -17,7 +17,7 @@ from types import GenericAlias
 
 from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
-from fastcore._core.clock import default_clock
+from fastcore._core.clock import CoarseClock, ManualClock
 from fastcore._units import seconds_to_ns
 
 cdef extern from *:
@@ -1061,10 +1061,7 @@ cdef class TTLCache:
             while i != TTL_NIL:
                 order.append(position[i])
                 i = self.entries[i].links[L + 1]
-        if self.timer_mode:
-            timer, clock = self._timer, None
-        else:
-            timer, clock = None, (None if self.clock is default_clock() else self.clock)
+        timer, clock = (self._timer, None) if self.timer_mode else (None, _clock_state(self.clock))
         config = (self._maxsize, self._ttl, timer, self._getsizeof, clock)
         state = getattr(self, "__dict__", None)
         return (_restore, (type(self), config, items, lru, exp), state)
@@ -1121,12 +1118,28 @@ cdef int _check_invariants(TTLCache c) except -1:
     return 0
 
 
+cdef object _clock_state(Clock clock):
+    """A compiled clock as picklable data: None (CLOCK_MONOTONIC), "coarse", or a
+    ManualClock's time in ns (the copy gets its own ManualClock at that time)."""
+    if isinstance(clock, ManualClock):
+        return clock.now_ns
+    if isinstance(clock, CoarseClock):
+        return "coarse"
+    return None
+
+
 def _restore(cls, config, items, lru, exp):
     """Rebuild a pickled cache (see TTLCache.__reduce__)."""
     cdef TTLCache c = cls.__new__(cls)
     cdef Py_ssize_t i
     cdef uint32_t at
     maxsize, ttl, timer, getsizeof, clock = config
+    if clock == "coarse":
+        clock = CoarseClock()
+    elif clock is not None:
+        manual = ManualClock()
+        manual.set_ns(clock)
+        clock = manual
     TTLCache.__init__(c, maxsize, ttl, timer, getsizeof, clock=clock)
     if sorted(lru) != list(range(len(items))) or sorted(exp) != list(range(len(items))):
         raise ValueError("corrupt TTLCache pickle: orders do not match the items")

@@ -215,6 +215,20 @@ def test_pickle_keeps_items_orders_and_expiries():
     assert pickle.loads(pickle.dumps(plain))[1] == 1
 
 
+@pytest.mark.parametrize("clock", [None, CoarseClock(), ManualClock(start=7.0)])
+def test_pickle_and_deepcopy_with_compiled_clocks(clock):
+    import pickle
+
+    cache = TTLCache(4, 10, clock=clock)
+    cache["k"] = ["v"]
+    for duplicate in (pickle.loads(pickle.dumps(cache)), copy.deepcopy(cache)):
+        assert contents(duplicate) == [("k", ["v"])] and type(duplicate.timer) is type(cache.timer)
+        assert duplicate["k"] is not cache["k"]
+    if isinstance(clock, ManualClock):
+        duplicate.timer.advance(10)         # the copy's clock is its own
+        assert "k" not in duplicate and "k" in cache
+
+
 def test_repr_matches_cachetools():
     ours, theirs = TTLCache(3, 10, timer=Timer()), cachetools.TTLCache(3, 10, timer=Timer())
     for cache in (ours, theirs):
