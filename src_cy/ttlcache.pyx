@@ -1,4 +1,5 @@
 """TTLCache: cachetools.TTLCache's behaviour on a C hash table with intrusive orders."""
+cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from cpython.float cimport PyFloat_AsDouble
@@ -596,9 +597,17 @@ cdef int _ttl_traverse(PyObject *o, fc_visitproc visit, void *arg) noexcept:
 
 
 cdef int _ttl_clear(PyObject *o) noexcept:
+    """Break reference cycles through the cache: release the items, then the callables that
+    may refer back to it. The typed clock stays (clocks hold no references), so a call that
+    reaches a cleared cache raises instead of crashing."""
     cdef TTLCache c = <TTLCache>o
     _release_all(c)
-    return _base_clear(o)
+    if c.timer_mode:
+        c._timer = None
+    c._getsizeof = None
+    if _base_clear != NULL:
+        return _base_clear(o)
+    return 0
 
 
 cdef void _release_all(TTLCache c) noexcept:
@@ -650,6 +659,7 @@ cdef int _reset(TTLCache c) noexcept:
 
 # ---------------------------------------------------------------------------------------
 
+@cython.no_gc_clear   # _ttl_clear clears what can form cycles; see there
 cdef class TTLCache:
     """LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
 

@@ -425,6 +425,19 @@ def test_values_referencing_the_cache_are_collected():
     assert ref() is None
 
 
+def test_a_subclass_cycle_through_getsizeof_is_collected():
+    class Weighted(TTLCache):
+        def getsizeof(self, value):
+            return 1
+
+    cache = Weighted(4, 10)
+    cache["self"] = cache
+    ref = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert ref() is None
+
+
 # -- threads ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sized", [False, True])
