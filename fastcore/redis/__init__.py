@@ -1,0 +1,371 @@
+"""Distributed limits on Redis: the local limiters' semantics shared by many processes/hosts.
+
+``RedisTokenBucket`` runs the GCRA of ``fastcore.KeyedTokenBucket`` as one atomic Lua script
+per decision (``EVALSHA``, reloaded by ``EVAL`` after ``NOSCRIPT``) on the server's clock, and
+answers with the same ``Decision`` fields. ``fastcore.redis.asyncio`` has the same class for
+``redis.asyncio`` clients. Requires the ``redis`` package (``pip install 'fastcore-edge[redis]'``).
+
+Deadline: with a standalone ``redis.Redis`` client the limiter opens its own connections
+(same address, credentials, TLS and database as the client) with ``timeout`` as connect and
+read timeout and no retries, so one decision takes at most about ``3 * timeout`` even when
+the server hangs (connect, ``EVALSHA``, and the ``EVAL`` that reloads the script), and no
+time at all while the circuit breaker is open. A ``RedisCluster`` client is used as given:
+build it with ``socket_timeout``/``socket_connect_timeout`` and ``retry=Retry(NoBackoff(), 0)``
+(see the README), because redis-py retries a failed command up to 10 times by default.
+"""
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.retry import Retry
+
+from fastcore._core.decision import Decision
+from fastcore.errors import BackendError
+from fastcore.redis._common import (
+    ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, TokenBucketBase, resp_bulk,
+)
+
+__all__ = ["RedisTokenBucket", "InvalidKey", "GCRA_LUA"]
+
+# What a failing Redis raises: redis-py's errors, and socket errors it lets through.
+ERRORS = (RedisError, OSError)
+
+
+class DirectTransport:
+    """Pre-packed RESP over the limiter's own connections to a standalone server.
+
+    Connections are borrowed from a list used as a stack (``pop``/``append`` are atomic), so
+    threads never share one mid-command; each has ``timeout`` for connect and read and no
+    retries, whatever the client was configured with.
+    """
+
+    __slots__ = ("_factory", "_idle", "_head", "_eval_head", "_tails", "_parts", "_limiter")
+
+    def __init__(self, client, limiter):
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(socket_timeout=limiter.timeout, retry=Retry(NoBackoff(), 0),
+                      retry_on_error=[], health_check_interval=0)
+        if "path" not in kwargs:
+            kwargs["socket_connect_timeout"] = limiter.timeout
+        connection_class = pool.connection_class
+        self._factory = lambda: connection_class(**kwargs)
+        self._idle = []
+        nargs = 3 + 1 + 6 + (2 if limiter.clock is not None else 0)
+        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (nargs, resp_bulk(GCRA_SHA.encode()))
+        self._eval_head = b"*%d\r\n$4\r\nEVAL\r\n%s" % (nargs, resp_bulk(GCRA_LUA.encode()))
+        self._tails = {}
+        self._parts = {}
+        self._limiter = limiter
+
+    def _body(self, name, increment, mode, lease_max):
+        """``1 <key> <argv...>`` in RESP; cached per (increment, mode, lease) without a clock."""
+        part = self._parts.get(name)
+        if part is None:
+            if len(self._parts) >= 65_536:
+                self._parts.clear()
+            part = self._parts[name] = b"$1\r\n1\r\n" + resp_bulk(name)
+        limiter = self._limiter
+        if limiter.clock is not None:
+            return part + b"".join(map(resp_bulk, limiter.argv(increment, mode, lease_max)))
+        tail = self._tails.get((increment, mode, lease_max))
+        if tail is None:
+            if len(self._tails) >= 1_024:
+                self._tails.clear()
+            tail = self._tails[(increment, mode, lease_max)] = b"".join(
+                map(resp_bulk, limiter.argv(increment, mode, lease_max)))
+        return part + tail
+
+    def call(self, name, increment, mode, lease_max=0):
+        """One decision: the script's reply list. Raises redis/socket errors."""
+        body = self._body(name, increment, mode, lease_max)
+        idle = self._idle
+        conn = idle.pop() if idle else self._factory()
+        try:
+            conn.send_packed_command((self._head + body,), False)
+            try:
+                reply = conn.read_response()
+            except NoScriptError:
+                self._limiter._reloads += 1
+                conn.send_packed_command((self._eval_head + body,), False)
+                reply = conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            idle.append(conn)
+            raise
+        idle.append(conn)
+        return reply
+
+    def call_many(self, names, increments, mode, lease_maxes):
+        """A batch in one round trip: replies, or the ResponseError of each failed entry."""
+        bodies = [self._body(name, increment, mode, lease_max)
+                  for name, increment, lease_max in zip(names, increments, lease_maxes)]
+        idle = self._idle
+        conn = idle.pop() if idle else self._factory()
+        try:
+            replies = self._exchange(conn, self._head, bodies)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                self._limiter._reloads += 1
+                for i, reply in zip(missing, self._exchange(
+                        conn, self._eval_head, [bodies[i] for i in missing])):
+                    replies[i] = reply
+        except BaseException:
+            conn.disconnect()
+            idle.append(conn)
+            raise
+        idle.append(conn)
+        return replies
+
+    @staticmethod
+    def _exchange(conn, head, bodies):
+        conn.send_packed_command((b"".join([head + body for body in bodies]),), False)
+        replies = []
+        for _ in bodies:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as error:  # the connection stays in step: read the rest
+                replies.append(error)
+        return replies
+
+    def close(self):
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.disconnect()
+
+
+class ClientTransport:
+    """Through the client's own commands and pipelines (Redis Cluster routes by key slot)."""
+
+    __slots__ = ("_client", "_limiter")
+
+    def __init__(self, client, limiter):
+        self._client = client
+        self._limiter = limiter
+
+    def call(self, name, increment, mode, lease_max=0):
+        argv = self._limiter.argv(increment, mode, lease_max)
+        try:
+            return self._client.execute_command("EVALSHA", GCRA_SHA, 1, name, *argv)
+        except NoScriptError:
+            self._limiter._reloads += 1
+            return self._client.execute_command("EVAL", GCRA_LUA, 1, name, *argv)
+
+    def call_many(self, names, increments, mode, lease_maxes):
+        argvs = [self._limiter.argv(increment, mode, lease_max)
+                 for increment, lease_max in zip(increments, lease_maxes)]
+        replies = self._pipeline("EVALSHA", GCRA_SHA, names, argvs)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            self._limiter._reloads += 1
+            for i, reply in zip(missing, self._pipeline(
+                    "EVAL", GCRA_LUA, [names[i] for i in missing], [argvs[i] for i in missing])):
+                replies[i] = reply
+        return replies
+
+    def _pipeline(self, command, script, names, argvs):
+        pipe = self._client.pipeline(transaction=False)
+        for name, argv in zip(names, argvs):
+            pipe.execute_command(command, script, 1, name, *argv)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    def close(self):
+        pass
+
+
+class RedisTokenBucket(TokenBucketBase):
+    """One GCRA token bucket per key, shared through Redis by every process and host.
+
+    Same arguments and ``Decision`` fields as ``fastcore.KeyedTokenBucket`` (``rate`` in
+    tokens per second or a rate string, ``burst`` in tokens), decided atomically on the
+    server with its clock. Keys are str (UTF-8) or bytes; each bucket is one Redis key
+    ``<prefix>tb:{<key>}`` that expires when the bucket is full again.
+
+    ``client``: a ``redis.Redis`` or ``redis.cluster.RedisCluster``.
+    ``on_error``: what a decision answers when Redis fails or the breaker is open:
+    ``"fail_closed"`` (deny; ``retry_after = error_retry_after`` seconds), ``"fail_open"``
+    (admit) or ``"fallback"`` (ask ``fallback``, a local limiter such as a
+    ``KeyedTokenBucket`` holding this process's share of the quota). ``try_acquire`` and
+    ``acquire`` never raise for a Redis failure.
+    ``timeout``: seconds for each connect and read (standalone clients; see the module doc).
+    ``breaker_threshold`` consecutive failures open the breaker; after ``breaker_cooldown``
+    seconds one decision probes Redis again. ``status()`` reports both.
+    ``lease=N``: an admitted round trip also takes up to N - cost extra whole tokens that
+    this process spends locally (for ``lease_ttl`` seconds); ``close()`` gives back what is
+    left. ``clock``: tests only; the scripts then use this clock's time, not ``TIME``.
+    Raises ``InvalidRate``, ``InvalidCost``, ``CostExceedsBurst``, ``InvalidKey``,
+    ``TypeError`` and ``ValueError`` for bad arguments, before anything is sent.
+
+    Example::
+
+        limiter = RedisTokenBucket(redis.Redis(), "100/minute", on_error="fail_open")
+        decision = limiter.acquire("tenant-1")
+        if not decision:
+            return 429, {"Retry-After": str(math.ceil(decision.retry_after))}
+    """
+
+    __slots__ = ("_io",)
+
+    def __init__(self, client, rate, burst=None, **options):
+        super().__init__(client, rate, burst, **options)
+        if isinstance(client, RedisCluster):
+            self._io = ClientTransport(client, self)
+        elif isinstance(client, redis.Redis):
+            self._io = DirectTransport(client, self)
+        else:
+            raise TypeError(f"client must be a redis.Redis or redis.cluster.RedisCluster, "
+                            f"got {type(client).__name__} (use fastcore.redis.asyncio for "
+                            f"redis.asyncio clients)")
+
+    def try_acquire(self, key, cost=1):
+        """Take ``cost`` tokens from ``key``'s bucket if available; True when admitted."""
+        increment = self.increment_ns(cost)
+        name = self.name(key)
+        if self.lease:
+            return self._leased(key, name, cost, increment).allowed
+        if self._state == CLOSED or self.may_call():
+            try:
+                reply = self._io.call(name, increment, ACQUIRE)
+            except ERRORS as error:
+                self.failed(error)
+            else:
+                if self._failures or self._state:
+                    self.succeeded()
+                return reply[0] == 1
+        return self.degraded_try(key, cost)
+
+    def acquire(self, key, cost=1):
+        """Take ``cost`` tokens from ``key``'s bucket if available; the full ``Decision``."""
+        increment = self.increment_ns(cost)
+        name = self.name(key)
+        if self.lease:
+            return self._leased(key, name, cost, increment)
+        return self._decide(key, name, cost, increment, ACQUIRE)
+
+    def peek(self, key, cost=1):
+        """The ``Decision`` that ``acquire(key, cost)`` would return now (tokens this process
+        holds in a lease are not counted), consuming nothing."""
+        return self._decide(key, self.name(key), cost, self.increment_ns(cost), PEEK)
+
+    def _decide(self, key, name, cost, increment, mode, lease_max=0):
+        if self._state == CLOSED or self.may_call():
+            try:
+                reply = self._io.call(name, increment, mode, lease_max)
+            except ERRORS as error:
+                self.failed(error)
+            else:
+                if self._failures or self._state:
+                    self.succeeded()
+                if lease_max and reply[0]:
+                    return self.lease_grant(name, reply)
+                return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+        return self.degraded_decision(key, cost, mode is PEEK)
+
+    def _leased(self, key, name, cost, increment):
+        decision = self.lease_spend(name, cost)
+        if decision is not None:
+            return decision
+        return self._decide(key, name, cost, increment, ACQUIRE,
+                            max(self.lease - -(-cost // 1), 0))
+
+    def acquire_many(self, keys, costs=None, *, with_retry_after=False):
+        """Decide a batch in one pipelined round trip; a numpy bool array, one per key.
+
+        ``costs``: None (1 each) or a sequence of the same length. ``with_retry_after=True``
+        returns ``(allowed, retry_after)`` with float64 seconds (0.0 where admitted).
+        Entries paid from a lease need no round trip. Bad keys or costs raise before
+        anything is sent; Redis failures give the ``on_error`` answers.
+        """
+        keys = list(keys)
+        names, increments, cost_list = self.increments(keys, costs)
+        n = len(keys)
+        allowed = np.zeros(n, dtype=np.bool_)
+        retry = np.zeros(n, dtype=np.float64)
+        pending = list(range(n))
+        if self.lease:
+            pending = []
+            for i in range(n):
+                if self.lease_spend(names[i], cost_list[i]) is not None:
+                    allowed[i] = True
+                else:
+                    pending.append(i)
+        if pending:
+            self._decide_many(keys, names, increments, cost_list, pending, allowed, retry, costs)
+        return (allowed, retry) if with_retry_after else allowed
+
+    def _decide_many(self, keys, names, increments, cost_list, pending, allowed, retry, costs):
+        failed = pending
+        if self._state == CLOSED or self.may_call():
+            lease_maxes = [max(self.lease - -(-cost_list[i] // 1), 0) if self.lease else 0
+                           for i in pending]
+            try:
+                replies = self._io.call_many([names[i] for i in pending],
+                                             [increments[i] for i in pending], ACQUIRE,
+                                             lease_maxes)
+            except ERRORS as error:
+                self.failed(error)
+            else:
+                failed = []
+                for i, reply in zip(pending, replies):
+                    if isinstance(reply, Exception):
+                        failed.append(i)
+                    elif reply[0]:
+                        allowed[i] = True
+                        if reply[4]:
+                            self.lease_grant(names[i], reply)
+                    else:
+                        retry[i] = reply[2] / 1e9
+                if failed:
+                    self.failed(replies[pending.index(failed[0])])
+                elif self._failures or self._state:
+                    self.succeeded()
+        self.degraded_many(keys, None if costs is None else cost_list, allowed, retry, failed)
+
+    def reset(self, key=None):
+        """Refill ``key``'s bucket (and drop this process's lease on it), or with no key
+        delete every bucket under this limiter's prefix. Raises ``BackendError`` when
+        Redis fails (reset is an administrative call, not a decision)."""
+        try:
+            if key is not None:
+                name = self.name(key)
+                self.drop_lease(name)
+                self._client.delete(name)
+                return
+            with self._lock:
+                self._leases.clear()
+            pattern = self.prefix.replace(b"\\", b"\\\\")
+            for special in (b"*", b"?", b"["):
+                pattern = pattern.replace(special, b"\\" + special)
+            for name in self._client.scan_iter(match=pattern + b"*", count=1000):
+                self._client.delete(name)
+        except ERRORS as error:
+            raise BackendError(f"reset failed: {error}", error) from error
+
+    def close(self):
+        """Give back the whole tokens still leased by this process (one pipelined round
+        trip; on failure they simply expire) and close the limiter's connections."""
+        if self._closed:
+            return
+        self._closed = True
+        leases = self.take_leases()
+        try:
+            if leases and self.may_call():
+                self._io.call_many([name for name, _ in leases],
+                                   [tokens * self.emission_ns for _, tokens in leases],
+                                   GIVE_BACK, [0] * len(leases))
+        except ERRORS as error:
+            self.failed(error)
+        finally:
+            self._io.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()

@@ -1,0 +1,439 @@
+"""What the sync and asyncio Redis limiters share: the Lua script, key names, arguments,
+the circuit breaker, leases and the answers given while Redis is unavailable.
+
+State of one bucket in Redis: one string key ``<prefix>tb:{<escaped key>}`` holding
+``"<base_s>:<tat_rel_ns>"``, the theoretical arrival time (TAT) as whole seconds plus a
+nanosecond offset; it expires (``PX``) when the bucket is full again.
+
+Why the split: Lua numbers are doubles, exact only for integers below 2**53 ns (104 days).
+Nanoseconds since the epoch (about 1.8e18) or since an arbitrary client clock's origin are
+not. Every decision therefore works in ns relative to the current second ``now_s`` (so
+``now`` itself is below 1e9), rewrites the stored base to ``now_s`` on every write, and
+bounds tau at 2**50 ns (13 days): every intermediate value (``tat``, ``tat + cost*T``,
+``lease * T``) stays below 2**52 and every comparison and subtraction is exact. A TAT more
+than 2**51 ns in the past is a full bucket whatever its exact value. The server's ``TIME``
+(seconds, microseconds) maps directly to ``(now_s, usec * 1000)``; a client clock's integer
+ns is split with ``divmod`` in Python, exactly.
+"""
+
+import hashlib
+import math
+import threading
+from fractions import Fraction
+
+import numpy as np
+
+from fastcore._core.clock import Clock, monotonic_ns
+from fastcore._core.decision import Decision
+from fastcore._units import check_cost, gcra_params, seconds_to_ns
+from fastcore.errors import CostExceedsBurst, FastcoreError, InvalidRate
+
+__all__ = ["InvalidKey", "GCRA_LUA", "GCRA_SHA"]
+
+GCRA_LUA = """\
+-- One GCRA token-bucket decision, atomic on the server (fastcore/redis/_common.py explains
+-- the state layout and why every number here stays an exact integer below 2^53).
+-- KEYS[1]  the bucket: the string "<base_s>:<tat_rel_ns>", TAT = base_s * 1e9 + tat_rel_ns
+-- ARGV     emission_ns, tau_ns, increment_ns, mode (0 peek, 1 acquire, 2 give back),
+--          lease_max (whole extra tokens an admitted acquire may also take),
+--          grace_ms (added to the expiry), [now_s, now_sub_ns] (absent: the server's TIME)
+-- Returns  {allowed, remaining, retry_after_ns, reset_after_ns, leased}
+local T = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local inc = tonumber(ARGV[3])
+local mode = ARGV[4]
+local lease_max = tonumber(ARGV[5])
+local grace_ms = tonumber(ARGV[6])
+local now_s, now
+if #ARGV > 6 then
+  now_s = tonumber(ARGV[7])
+  now = tonumber(ARGV[8])
+else
+  local t = redis.call('TIME')
+  now_s = tonumber(t[1])
+  now = tonumber(t[2]) * 1000
+end
+
+-- floor(a / b) for integers |a|, b < 2^53, rounded toward zero like the C core's division;
+-- the double quotient may be off by one near an integer, so it is corrected exactly.
+local function div(a, b)
+  local neg = a < 0
+  if neg then a = -a end
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  if neg then return -q end
+  return q
+end
+
+-- Times are ns relative to now_s seconds, so `now` is below 1e9. A stored TAT more than
+-- 2^51 ns (26 days) in the past is a full bucket whatever its exact value.
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local base, rel = string.match(stored, '^(%-?%d+):(%-?%d+)$')
+  if base then
+    local d = tonumber(base) - now_s
+    if d > -2251799 then
+      local x = d * 1000000000 + tonumber(rel)
+      if x > tat then tat = x end
+    end
+  end
+end
+
+local function store(after)
+  local reset = after - now
+  if reset > 0 then
+    redis.call('SET', KEYS[1], string.format('%d:%d', now_s, after),
+               'PX', div(reset + 999999, 1000000) + grace_ms)
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+
+if mode == '2' then
+  local after = tat - inc
+  if after < now then after = now end
+  store(after)
+  return {1, div(tau - (after - now), T), 0, after - now, 0}
+end
+
+local new = tat + inc
+local allowed = new - now <= tau
+local after = tat
+local leased = 0
+local retry = 0
+if allowed then
+  after = new
+  if lease_max > 0 then
+    leased = div(tau - (after - now), T)
+    if leased > lease_max then leased = lease_max end
+    after = after + leased * T
+  end
+  if mode == '1' then store(after) end
+else
+  retry = new - tau - now
+end
+local reset = after - now
+return {allowed and 1 or 0, div(tau - reset, T), retry, reset, leased}
+"""
+GCRA_SHA = hashlib.sha1(GCRA_LUA.encode()).hexdigest()
+
+# Largest tau the script keeps exact (see the module docstring).
+MAX_TAU_NS = 1 << 50
+# Longest escaped key accepted, in bytes: Redis allows 512 MB, but a key this long is a bug.
+MAX_KEY_BYTES = 1024
+MAX_PREFIX_BYTES = 256
+# Client-clock limiters (tests) keep keys this much longer than their reset time: the
+# server's expiry runs on real time, which a ManualClock does not follow.
+CLIENT_CLOCK_GRACE_MS = 60_000
+# Bounded caches of key names and cost increments: a flood of unique keys only refills them.
+NAME_CACHE_SIZE = 65_536
+COST_CACHE_SIZE = 1_024
+
+PEEK, ACQUIRE, GIVE_BACK = b"0", b"1", b"2"
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+BREAKER_STATES = ("closed", "open", "half_open")
+ON_ERROR_MODES = ("fail_closed", "fail_open", "fallback")
+
+
+class InvalidKey(FastcoreError, ValueError):
+    """A Redis limiter key that is too long or not valid UTF-8 text."""
+
+
+def escape_key(key) -> bytes:
+    """A user key as the hash tag of its Redis key: ``%``, ``{``, ``}`` percent-escaped.
+
+    The escaping is injective, so distinct keys never share a bucket, and no key can end
+    the hash tag early, so everything a limiter stores for one key lives in one cluster
+    slot. The empty key becomes ``%`` (no other key escapes to a lone ``%``).
+    """
+    if isinstance(key, str):
+        try:
+            raw = key.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidKey(f"key {key!r} is not valid UTF-8 text: {error}") from None
+    elif isinstance(key, bytes):
+        raw = key
+    else:
+        raise TypeError(f"a Redis limiter key must be str or bytes, got {type(key).__name__}")
+    escaped = raw.replace(b"%", b"%25").replace(b"{", b"%7B").replace(b"}", b"%7D") or b"%"
+    if len(escaped) > MAX_KEY_BYTES:
+        raise InvalidKey(f"key of {len(escaped)} bytes (escaped) exceeds {MAX_KEY_BYTES} bytes")
+    return escaped
+
+
+def resp_bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _positive_seconds(value, name, *, allow_zero=False):
+    ns = seconds_to_ns(value, name)
+    if ns == 0 and not allow_zero:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return ns
+
+
+class TokenBucketBase:
+    """Arguments, key names, breaker, leases and degraded answers; subclasses do the I/O."""
+
+    __slots__ = (
+        "_client", "rate", "burst", "emission_ns", "tau_ns", "prefix", "on_error", "fallback",
+        "lease", "lease_ttl_ns", "timeout", "error_retry_after_ns", "breaker_threshold",
+        "breaker_cooldown_ns", "clock", "_grace", "_names", "_incs", "_leases", "_lock",
+        "_state", "_failures", "_errors", "_opened_ns", "_opens", "_switches", "_last_error",
+        "_degraded", "_reloads", "_fail_closed", "_denied", "_admitted", "_closed",
+    )
+
+    def __init__(self, client, rate, burst=None, *, prefix="fastcore:", on_error="fail_closed",
+                 fallback=None, lease=0, lease_ttl=1.0, timeout=0.05, error_retry_after=1.0,
+                 breaker_threshold=3, breaker_cooldown=5.0, clock=None):
+        emission_ns, tau_ns, burst = gcra_params(rate, burst)
+        if tau_ns > MAX_TAU_NS:
+            raise InvalidRate(
+                f"burst {burst!r} at rate {rate!r} spans {tau_ns} ns; the Redis engine keeps "
+                f"its arithmetic exact up to 2**50 ns (about 13 days)")
+        if isinstance(prefix, str):
+            prefix = prefix.encode("utf-8")
+        if not isinstance(prefix, bytes):
+            raise TypeError(f"prefix must be str or bytes, got {type(prefix).__name__}")
+        if b"{" in prefix or b"}" in prefix or len(prefix) > MAX_PREFIX_BYTES:
+            raise ValueError(f"prefix {prefix!r} must not contain braces (they would move the "
+                             f"cluster hash tag) and must be at most {MAX_PREFIX_BYTES} bytes")
+        if on_error not in ON_ERROR_MODES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_MODES}, got {on_error!r}")
+        if (on_error == "fallback") != (fallback is not None):
+            raise ValueError('on_error="fallback" needs fallback=<a local limiter>, and a '
+                             "fallback is only used with on_error=\"fallback\"")
+        if fallback is not None and not all(hasattr(fallback, name) for name in (
+                "try_acquire", "acquire", "peek", "acquire_many")):
+            raise TypeError(f"fallback must be a keyed local limiter such as KeyedTokenBucket, "
+                            f"got {fallback!r}")
+        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 0:
+            raise ValueError(f"lease must be a whole number of tokens >= 0, got {lease!r}")
+        if isinstance(breaker_threshold, bool) or not isinstance(breaker_threshold, int) \
+                or breaker_threshold < 1:
+            raise ValueError(f"breaker_threshold must be an int >= 1, got {breaker_threshold!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must be None or a fastcore clock, got {clock!r}")
+        self.lease_ttl_ns = _positive_seconds(lease_ttl, "lease_ttl")
+        _positive_seconds(timeout, "timeout")
+        self.error_retry_after_ns = _positive_seconds(error_retry_after, "error_retry_after",
+                                                      allow_zero=True)
+        self.breaker_cooldown_ns = _positive_seconds(breaker_cooldown, "breaker_cooldown",
+                                                     allow_zero=True)
+        self._client = client
+        self.rate = rate
+        self.burst = burst
+        self.emission_ns = emission_ns
+        self.tau_ns = tau_ns
+        self.prefix = prefix + b"tb:"
+        self.on_error = on_error
+        self.fallback = fallback
+        self.lease = lease
+        self.timeout = float(timeout)
+        self.breaker_threshold = breaker_threshold
+        self.clock = clock
+        self._grace = b"%d" % (CLIENT_CLOCK_GRACE_MS if clock is not None else 0)
+        self._names = {}
+        self._incs = {}
+        self._leases = {}
+        self._lock = threading.Lock()
+        self._state = CLOSED
+        self._failures = 0
+        self._errors = 0
+        self._opened_ns = 0
+        self._opens = 0
+        self._switches = 0
+        self._last_error = None
+        self._degraded = 0
+        self._reloads = 0
+        self._closed = False
+        self._fail_closed = on_error == "fail_closed"
+        self._denied = Decision(False, 0, self.error_retry_after_ns, 0)
+        self._admitted = Decision(True, 0, 0, 0)
+
+    # -- arguments -------------------------------------------------------------------------
+
+    def name(self, key) -> bytes:
+        """The Redis key holding ``key``'s bucket (``<prefix>tb:{<escaped key>}``)."""
+        name = self._names.get(key)
+        if name is None:
+            name = self.prefix + b"{" + escape_key(key) + b"}"
+            if len(self._names) >= NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[key] = name
+        return name
+
+    def increment_ns(self, cost) -> int:
+        """ceil(cost * T) in ns, exactly as the local bucket computes it; validates ``cost``."""
+        increment = self._incs.get(cost)
+        if increment is None:
+            value = check_cost(cost)
+            if value > self.burst:
+                raise CostExceedsBurst(
+                    f"cost {value!r} exceeds the burst {self.burst!r}: it could never be admitted")
+            increment = math.ceil(Fraction(value) * self.emission_ns)
+            if increment > self.tau_ns:
+                raise CostExceedsBurst(
+                    f"cost {value!r} needs {increment} ns of tolerance but the bucket holds "
+                    f"{self.tau_ns} ns (burst {self.burst!r} rounded to whole ns)")
+            if len(self._incs) >= COST_CACHE_SIZE:
+                self._incs.clear()
+            self._incs[cost] = increment
+        return increment
+
+    def argv(self, increment, mode, lease_max=0):
+        """The script's ARGV for one call (the time appended only with a client clock)."""
+        args = (b"%d" % self.emission_ns, b"%d" % self.tau_ns, b"%d" % increment, mode,
+                b"%d" % lease_max, self._grace)
+        if self.clock is not None:
+            now_s, now_sub = divmod(self.clock.now_ns, 1_000_000_000)
+            args += (b"%d" % now_s, b"%d" % now_sub)
+        return args
+
+    def increments(self, keys, costs):
+        """Names and increments of a batch, all validated before anything is sent."""
+        names = [self.name(key) for key in keys]
+        if costs is None:
+            return names, [self.increment_ns(1)] * len(names), [1] * len(names)
+        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
+        if len(costs) != len(names):
+            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
+        return names, [self.increment_ns(cost) for cost in costs], costs
+
+    # -- breaker ---------------------------------------------------------------------------
+
+    def _now_ns(self):
+        return self.clock.now_ns if self.clock is not None else monotonic_ns()
+
+    def may_call(self) -> bool:
+        """True when Redis may be called now: breaker closed, or cooled down (one probe)."""
+        if self._state == CLOSED:
+            return True
+        if self._state == OPEN and self._now_ns() - self._opened_ns >= self.breaker_cooldown_ns:
+            self._state = HALF_OPEN
+            self._switches += 1
+            return True
+        return False
+
+    def succeeded(self):
+        if self._state != CLOSED:
+            self._state = CLOSED
+            self._switches += 1
+        self._failures = 0
+
+    def failed(self, error):
+        self._errors += 1
+        self._failures += 1
+        self._last_error = f"{type(error).__name__}: {error}"
+        if self._state == HALF_OPEN or (self._state == CLOSED
+                                        and self._failures >= self.breaker_threshold):
+            self._state = OPEN
+            self._opened_ns = self._now_ns()
+            self._opens += 1
+            self._switches += 1
+
+    def status(self) -> dict:
+        """Where decisions come from now, and the breaker's counters.
+
+        ``mode``: "redis" (breaker closed or probing) or the ``on_error`` mode in force;
+        ``breaker``: "closed", "open" or "half_open"; ``errors``: failed Redis calls so far;
+        ``consecutive_errors``; ``breaker_opens``; ``switches`` (breaker state changes);
+        ``degraded_decisions`` (answered by ``on_error``); ``script_reloads`` (after NOSCRIPT);
+        ``last_error``; ``leased_keys`` (keys holding leased tokens in this process).
+        """
+        return {
+            "mode": self.on_error if self._state == OPEN else "redis",
+            "breaker": BREAKER_STATES[self._state],
+            "errors": self._errors,
+            "consecutive_errors": self._failures,
+            "breaker_opens": self._opens,
+            "switches": self._switches,
+            "degraded_decisions": self._degraded,
+            "script_reloads": self._reloads,
+            "last_error": self._last_error,
+            "leased_keys": len(self._leases),
+        }
+
+    # -- degraded answers (Redis failed or the breaker is open) ----------------------------
+
+    def degraded_try(self, key, cost):
+        self._degraded += 1
+        if self.fallback is not None:
+            return self.fallback.try_acquire(key, cost)
+        return not self._fail_closed
+
+    def degraded_decision(self, key, cost, peek=False):
+        self._degraded += 1
+        if self.fallback is not None:
+            return (self.fallback.peek if peek else self.fallback.acquire)(key, cost)
+        return self._denied if self._fail_closed else self._admitted
+
+    def degraded_many(self, keys, costs, allowed, retry, indices):
+        """Fill the batch entries at ``indices`` with the on_error answers."""
+        self._degraded += len(indices)
+        if not indices:
+            return
+        if self.fallback is not None:
+            sub_costs = None if costs is None else [costs[i] for i in indices]
+            ok, wait = self.fallback.acquire_many([keys[i] for i in indices], sub_costs,
+                                                  with_retry_after=True)
+            allowed[indices] = ok
+            retry[indices] = wait
+        elif self._fail_closed:
+            allowed[indices] = False
+            retry[indices] = self.error_retry_after_ns / 1e9
+        else:
+            allowed[indices] = True
+            retry[indices] = 0.0
+
+    # -- replies and leases ----------------------------------------------------------------
+
+    def lease_spend(self, name, cost):
+        """A Decision paid from this process's lease on ``name``, or None (ask Redis)."""
+        with self._lock:
+            held = self._leases.get(name)
+            if held is None:
+                return None
+            now = self._now_ns()
+            if now >= held[1]:
+                # Expired: the tokens stay taken and the bucket refills them on its own time.
+                del self._leases[name]
+                return None
+            if held[0] < cost:
+                return None
+            held[0] -= cost
+            return Decision(True, int(held[0]), 0, max(held[2] - (now - held[3]), 0))
+
+    def lease_grant(self, name, reply):
+        """Record the extra tokens an admitted acquire took; the Decision counts them."""
+        leased = reply[4]
+        if not leased:
+            return Decision(True, reply[1], 0, reply[3])
+        now = self._now_ns()
+        with self._lock:
+            held = self._leases.get(name)
+            if held is None or now >= held[1]:
+                held = self._leases[name] = [0, 0, 0, 0]
+            held[0] += leased
+            held[1] = now + self.lease_ttl_ns
+            held[2] = reply[3]
+            held[3] = now
+            return Decision(True, reply[1] + int(held[0]), 0, reply[3])
+
+    def take_leases(self):
+        """Remove and return ``(name, whole tokens)`` of every unexpired lease (for close())."""
+        now = self._now_ns()
+        with self._lock:
+            leases, self._leases = self._leases, {}
+        return [(name, int(held[0])) for name, held in leases.items()
+                if now < held[1] and int(held[0]) >= 1]
+
+    def drop_lease(self, name):
+        with self._lock:
+            self._leases.pop(name, None)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(rate={self.rate!r}, burst={self.burst!r}, "
+                f"prefix={self.prefix[:-3]!r}, on_error={self.on_error!r}, lease={self.lease})")
