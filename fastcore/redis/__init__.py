@@ -24,7 +24,8 @@ from redis.retry import Retry
 from fastcore._core.decision import Decision
 from fastcore.errors import BackendError
 from fastcore.redis._common import (
-    ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, TokenBucketBase, resp_bulk,
+    ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, RespPacker, TokenBucketBase,
+    own_connection_kwargs,
 )
 
 __all__ = ["RedisTokenBucket", "InvalidKey", "GCRA_LUA"]
@@ -33,7 +34,7 @@ __all__ = ["RedisTokenBucket", "InvalidKey", "GCRA_LUA"]
 ERRORS = (RedisError, OSError)
 
 
-class DirectTransport:
+class DirectTransport(RespPacker):
     """Pre-packed RESP over the limiter's own connections to a standalone server.
 
     Connections are borrowed from a list used as a stack (``pop``/``append`` are atomic), so
@@ -41,42 +42,15 @@ class DirectTransport:
     retries, whatever the client was configured with.
     """
 
-    __slots__ = ("_factory", "_idle", "_head", "_eval_head", "_tails", "_parts", "_limiter")
+    __slots__ = ("_factory", "_idle")
 
     def __init__(self, client, limiter):
+        super().__init__(limiter)
         pool = client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.update(socket_timeout=limiter.timeout, retry=Retry(NoBackoff(), 0),
-                      retry_on_error=[], health_check_interval=0)
-        if "path" not in kwargs:
-            kwargs["socket_connect_timeout"] = limiter.timeout
+        kwargs = own_connection_kwargs(pool, limiter.timeout, Retry(NoBackoff(), 0))
         connection_class = pool.connection_class
         self._factory = lambda: connection_class(**kwargs)
         self._idle = []
-        nargs = 3 + 1 + 6 + (2 if limiter.clock is not None else 0)
-        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (nargs, resp_bulk(GCRA_SHA.encode()))
-        self._eval_head = b"*%d\r\n$4\r\nEVAL\r\n%s" % (nargs, resp_bulk(GCRA_LUA.encode()))
-        self._tails = {}
-        self._parts = {}
-        self._limiter = limiter
-
-    def _body(self, name, increment, mode, lease_max):
-        """``1 <key> <argv...>`` in RESP; cached per (increment, mode, lease) without a clock."""
-        part = self._parts.get(name)
-        if part is None:
-            if len(self._parts) >= 65_536:
-                self._parts.clear()
-            part = self._parts[name] = b"$1\r\n1\r\n" + resp_bulk(name)
-        limiter = self._limiter
-        if limiter.clock is not None:
-            return part + b"".join(map(resp_bulk, limiter.argv(increment, mode, lease_max)))
-        tail = self._tails.get((increment, mode, lease_max))
-        if tail is None:
-            if len(self._tails) >= 1_024:
-                self._tails.clear()
-            tail = self._tails[(increment, mode, lease_max)] = b"".join(
-                map(resp_bulk, limiter.argv(increment, mode, lease_max)))
-        return part + tail
 
     def call(self, name, increment, mode, lease_max=0):
         """One decision: the script's reply list. Raises redis/socket errors."""

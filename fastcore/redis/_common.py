@@ -167,6 +167,50 @@ def resp_bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+class RespPacker:
+    """The RESP bytes of a script call, pre-packed: ``EVALSHA <sha> 1`` once per limiter, the
+    key part once per key, the ARGV once per (increment, mode, lease) unless a client clock
+    adds the time. Shared by the sync and asyncio direct transports (it does no I/O)."""
+
+    __slots__ = ("_head", "_eval_head", "_tails", "_parts", "_limiter")
+
+    def __init__(self, limiter):
+        nargs = 3 + 1 + 6 + (2 if limiter.clock is not None else 0)
+        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (nargs, resp_bulk(GCRA_SHA.encode()))
+        self._eval_head = b"*%d\r\n$4\r\nEVAL\r\n%s" % (nargs, resp_bulk(GCRA_LUA.encode()))
+        self._tails = {}
+        self._parts = {}
+        self._limiter = limiter
+
+    def _body(self, name, increment, mode, lease_max):
+        """``1 <key> <argv...>`` in RESP."""
+        part = self._parts.get(name)
+        if part is None:
+            if len(self._parts) >= NAME_CACHE_SIZE:
+                self._parts.clear()
+            part = self._parts[name] = b"$1\r\n1\r\n" + resp_bulk(name)
+        limiter = self._limiter
+        if limiter.clock is not None:
+            return part + b"".join(map(resp_bulk, limiter.argv(increment, mode, lease_max)))
+        tail = self._tails.get((increment, mode, lease_max))
+        if tail is None:
+            if len(self._tails) >= COST_CACHE_SIZE:
+                self._tails.clear()
+            tail = self._tails[(increment, mode, lease_max)] = b"".join(
+                map(resp_bulk, limiter.argv(increment, mode, lease_max)))
+        return part + tail
+
+
+def own_connection_kwargs(pool, timeout, retry):
+    """The client's connection settings (address, credentials, TLS, database) with our
+    timeout for connect and read and no retries: the limiter's decision deadline."""
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(socket_timeout=timeout, retry=retry, retry_on_error=[], health_check_interval=0)
+    if "path" not in kwargs:   # unix sockets connect without a timeout option
+        kwargs["socket_connect_timeout"] = timeout
+    return kwargs
+
+
 def _positive_seconds(value, name, *, allow_zero=False):
     ns = seconds_to_ns(value, name)
     if ns == 0 and not allow_zero:
