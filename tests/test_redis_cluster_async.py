@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from redis_fixtures import own_server, prefix, redis_cluster, redis_server  # noqa: E402,F401
+from redis_fixtures import own_server, prefix, redis_cluster, redis_server  # noqa: E402,F401,F811
 
 redis = pytest.importorskip("redis")
 

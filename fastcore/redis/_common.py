@@ -18,6 +18,7 @@ ns is split with ``divmod`` in Python, exactly.
 
 import hashlib
 import math
+import numbers
 import threading
 from fractions import Fraction
 
@@ -25,8 +26,8 @@ import numpy as np
 
 from fastcore._core.clock import Clock, monotonic_ns
 from fastcore._core.decision import Decision
-from fastcore._units import check_cost, gcra_params, seconds_to_ns
-from fastcore.errors import CostExceedsBurst, FastcoreError, InvalidRate
+from fastcore._units import gcra_params, seconds_to_ns
+from fastcore.errors import CostExceedsBurst, FastcoreError, InvalidCost, InvalidRate
 
 __all__ = ["InvalidKey", "GCRA_LUA", "GCRA_SHA"]
 
@@ -313,7 +314,11 @@ class TokenBucketBase:
         """ceil(cost * T) in ns, exactly as the local bucket computes it; validates ``cost``."""
         increment = self._incs.get(cost)
         if increment is None:
-            value = check_cost(cost)
+            if not isinstance(cost, numbers.Real):
+                raise TypeError(f"cost must be a number, got {cost!r}")
+            value = float(cost)
+            if not value >= 0.0 or math.isinf(value):
+                raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
             if value > self.burst:
                 raise CostExceedsBurst(
                     f"cost {value!r} exceeds the burst {self.burst!r}: it could never be admitted")
