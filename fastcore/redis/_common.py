@@ -29,34 +29,28 @@ from fastcore._core.decision import Decision
 from fastcore._units import gcra_params, seconds_to_ns
 from fastcore.errors import CostExceedsBurst, FastcoreError, InvalidCost, InvalidRate
 
-__all__ = ["InvalidKey", "GCRA_LUA", "GCRA_SHA"]
+__all__ = ["InvalidKey", "GCRA_LUA", "GCRA_SHA", "GCRA_BATCH_LUA", "GCRA_BATCH_SHA"]
 
-GCRA_LUA = """\
--- One GCRA token-bucket decision, atomic on the server (fastcore/redis/_common.py explains
--- the state layout and why every number here stays an exact integer below 2^53).
--- KEYS[1]  the bucket: the string "<base_s>:<tat_rel_ns>", TAT = base_s * 1e9 + tat_rel_ns
--- ARGV     emission_ns, tau_ns, increment_ns, mode (0 peek, 1 acquire, 2 give back),
---          lease_max (whole extra tokens an admitted acquire may also take),
---          grace_ms (added to the expiry), [now_s, now_sub_ns] (absent: the server's TIME)
--- Returns  {allowed, remaining, retry_after_ns, reset_after_ns, leased}
+# What both scripts share: arguments, the time, and loading/storing one bucket.
+# ARGV[1..5]: emission_ns, tau_ns, grace_ms (added to the expiry), now_s, now_sub_ns (both
+# empty: the server's TIME). A bucket key holds "<base_s>:<tat_rel_ns>", the TAT being
+# base_s * 1e9 + tat_rel_ns. Times below are ns relative to now_s seconds, so `now` < 1e9.
+_LUA_PRELUDE = """\
 local T = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
-local inc = tonumber(ARGV[3])
-local mode = ARGV[4]
-local lease_max = tonumber(ARGV[5])
-local grace_ms = tonumber(ARGV[6])
+local grace_ms = tonumber(ARGV[3])
 local now_s, now
-if #ARGV > 6 then
-  now_s = tonumber(ARGV[7])
-  now = tonumber(ARGV[8])
+if ARGV[4] ~= '' then
+  now_s = tonumber(ARGV[4])
+  now = tonumber(ARGV[5])
 else
   local t = redis.call('TIME')
   now_s = tonumber(t[1])
   now = tonumber(t[2]) * 1000
 end
 
--- floor(a / b) for integers |a|, b < 2^53, rounded toward zero like the C core's division;
--- the double quotient may be off by one near an integer, so it is corrected exactly.
+-- a / b for integers |a|, b < 2^53, rounded toward zero like the C core's division; the
+-- double quotient may be off by one near an integer, so it is corrected exactly.
 local function div(a, b)
   local neg = a < 0
   if neg then a = -a end
@@ -66,58 +60,94 @@ local function div(a, b)
   return q
 end
 
--- Times are ns relative to now_s seconds, so `now` is below 1e9. A stored TAT more than
--- 2^51 ns (26 days) in the past is a full bucket whatever its exact value.
-local tat = now
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local base, rel = string.match(stored, '^(%-?%d+):(%-?%d+)$')
-  if base then
-    local d = tonumber(base) - now_s
-    if d > -2251799 then
-      local x = d * 1000000000 + tonumber(rel)
-      if x > tat then tat = x end
+-- The TAT of `key`, at least now. A TAT more than 2^51 ns (26 days) in the past is a full
+-- bucket whatever its exact value.
+local function load(key)
+  local tat = now
+  local stored = redis.call('GET', key)
+  if stored then
+    local base, rel = string.match(stored, '^(%-?%d+):(%-?%d+)$')
+    if base then
+      local d = tonumber(base) - now_s
+      if d > -2251799 then
+        local x = d * 1000000000 + tonumber(rel)
+        if x > tat then tat = x end
+      end
     end
   end
+  return tat
 end
 
-local function store(after)
+-- Keep `after` until the bucket is full again (rounded up to whole ms), or forget a full one.
+local function store(key, after)
   local reset = after - now
   if reset > 0 then
-    redis.call('SET', KEYS[1], string.format('%d:%d', now_s, after),
+    redis.call('SET', key, string.format('%d:%d', now_s, after),
                'PX', div(reset + 999999, 1000000) + grace_ms)
   else
-    redis.call('DEL', KEYS[1])
+    redis.call('DEL', key)
   end
 end
 
+-- One GCRA decision from `tat` (>= now): {allowed, remaining, retry_ns, reset_ns, leased}
+-- and the TAT after it. An admitted decision also takes up to lease_max whole tokens.
+local function decide(tat, inc, lease_max)
+  local new = tat + inc
+  if new - now > tau then
+    return {0, div(tau - (tat - now), T), new - tau - now, tat - now, 0}, tat
+  end
+  local leased = 0
+  if lease_max > 0 then
+    leased = div(tau - (new - now), T)
+    if leased > lease_max then leased = lease_max end
+    new = new + leased * T
+  end
+  return {1, div(tau - (new - now), T), 0, new - now, leased}, new
+end
+"""
+
+GCRA_LUA = _LUA_PRELUDE + """\
+-- One decision on KEYS[1]. ARGV[6..8]: increment_ns, mode (0 peek, 1 acquire, 2 give
+-- `increment_ns` back), lease_max. Returns {allowed, remaining, retry_ns, reset_ns, leased}.
+local inc = tonumber(ARGV[6])
+local mode = ARGV[7]
+local tat = load(KEYS[1])
 if mode == '2' then
   local after = tat - inc
   if after < now then after = now end
-  store(after)
+  store(KEYS[1], after)
   return {1, div(tau - (after - now), T), 0, after - now, 0}
 end
-
-local new = tat + inc
-local allowed = new - now <= tau
-local after = tat
-local leased = 0
-local retry = 0
-if allowed then
-  after = new
-  if lease_max > 0 then
-    leased = div(tau - (after - now), T)
-    if leased > lease_max then leased = lease_max end
-    after = after + leased * T
-  end
-  if mode == '1' then store(after) end
-else
-  retry = new - tau - now
-end
-local reset = after - now
-return {allowed and 1 or 0, div(tau - reset, T), retry, reset, leased}
+local reply, after = decide(tat, inc, tonumber(ARGV[8]))
+if mode == '1' and reply[1] == 1 then store(KEYS[1], after) end
+return reply
 """
+
+# acquire_many on one server: the decisions of a batch in order, each exactly what
+# GCRA_LUA would answer at the batch's one timestamp (the local acquire_many also reads its
+# clock once per batch). A key repeated in the batch is read once and written once.
+GCRA_BATCH_LUA = _LUA_PRELUDE + """\
+-- KEYS[i]: the bucket of decision i. ARGV[4 + 2i], ARGV[5 + 2i]: its increment_ns and
+-- lease_max. Returns the five fields of every decision, flattened.
+local tats, changed, order, out = {}, {}, {}, {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local tat = tats[key]
+  if tat == nil then tat = load(key) end
+  local reply, after = decide(tat, tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i]))
+  tats[key] = after
+  if reply[1] == 1 and not changed[key] then
+    changed[key] = true
+    order[#order + 1] = key
+  end
+  for j = 1, 5 do out[#out + 1] = reply[j] end
+end
+for _, key in ipairs(order) do store(key, tats[key]) end
+return out
+"""
+
 GCRA_SHA = hashlib.sha1(GCRA_LUA.encode()).hexdigest()
+GCRA_BATCH_SHA = hashlib.sha1(GCRA_BATCH_LUA.encode()).hexdigest()
 
 # Largest tau the script keeps exact (see the module docstring).
 MAX_TAU_NS = 1 << 50
@@ -169,37 +199,97 @@ def resp_bulk(value: bytes) -> bytes:
 
 
 class RespPacker:
-    """The RESP bytes of a script call, pre-packed: ``EVALSHA <sha> 1`` once per limiter, the
-    key part once per key, the ARGV once per (increment, mode, lease) unless a client clock
-    adds the time. Shared by the sync and asyncio direct transports (it does no I/O)."""
+    """The RESP bytes of script calls, pre-packed: the command head once per limiter, each
+    key's bulk string once per key, the per-call arguments once per (increment, mode,
+    lease); only a client clock's time is packed per call. Shared by the sync and asyncio
+    direct transports (it does no I/O)."""
 
-    __slots__ = ("_head", "_eval_head", "_tails", "_parts", "_limiter")
+    __slots__ = ("_head", "_eval_head", "_fixed", "_server_time", "_tails", "_bulks", "_pairs",
+                 "_limiter")
+
+    # A batch script decides at most this many entries, so one call never holds the server
+    # for long (each entry costs it a few microseconds); longer batches send several calls
+    # in the same round trip.
+    BATCH_LIMIT = 1000
 
     def __init__(self, limiter):
-        nargs = 3 + 1 + 6 + (2 if limiter.clock is not None else 0)
-        self._head = b"*%d\r\n$7\r\nEVALSHA\r\n%s" % (nargs, resp_bulk(GCRA_SHA.encode()))
-        self._eval_head = b"*%d\r\n$4\r\nEVAL\r\n%s" % (nargs, resp_bulk(GCRA_LUA.encode()))
+        self._head = b"*12\r\n$7\r\nEVALSHA\r\n" + resp_bulk(GCRA_SHA.encode()) + b"$1\r\n1\r\n"
+        self._eval_head = b"*12\r\n$4\r\nEVAL\r\n" + resp_bulk(GCRA_LUA.encode()) + b"$1\r\n1\r\n"
+        self._fixed = b"".join(map(resp_bulk, limiter.argv(0, PEEK)[:3]))
+        self._server_time = self._fixed + b"$0\r\n\r\n$0\r\n\r\n"
         self._tails = {}
-        self._parts = {}
+        self._bulks = {}
+        self._pairs = {}
         self._limiter = limiter
 
+    def _time(self):
+        """ARGV 1..5 in RESP: the fixed arguments and the time (empty: the server's TIME)."""
+        clock = self._limiter.clock
+        if clock is None:
+            return self._server_time
+        now_s, now_sub = divmod(clock.now_ns, 1_000_000_000)
+        return self._fixed + resp_bulk(b"%d" % now_s) + resp_bulk(b"%d" % now_sub)
+
+    def _bulk(self, name):
+        bulk = self._bulks.get(name)
+        if bulk is None:
+            if len(self._bulks) >= NAME_CACHE_SIZE:
+                self._bulks.clear()
+            bulk = self._bulks[name] = resp_bulk(name)
+        return bulk
+
     def _body(self, name, increment, mode, lease_max):
-        """``1 <key> <argv...>`` in RESP."""
-        part = self._parts.get(name)
-        if part is None:
-            if len(self._parts) >= NAME_CACHE_SIZE:
-                self._parts.clear()
-            part = self._parts[name] = b"$1\r\n1\r\n" + resp_bulk(name)
-        limiter = self._limiter
-        if limiter.clock is not None:
-            return part + b"".join(map(resp_bulk, limiter.argv(increment, mode, lease_max)))
+        """``<key> <argv...>`` of a GCRA_LUA call in RESP (after the head)."""
         tail = self._tails.get((increment, mode, lease_max))
         if tail is None:
             if len(self._tails) >= COST_CACHE_SIZE:
                 self._tails.clear()
             tail = self._tails[(increment, mode, lease_max)] = b"".join(
-                map(resp_bulk, limiter.argv(increment, mode, lease_max)))
-        return part + tail
+                map(resp_bulk, (b"%d" % increment, mode, b"%d" % lease_max)))
+        return self._bulk(name) + self._time() + tail
+
+    def _batches(self, names, increments, lease_maxes, evaluate=False):
+        """GCRA_BATCH_LUA calls deciding the whole batch, in order, BATCH_LIMIT at a time."""
+        command = b"$4\r\nEVAL\r\n" + resp_bulk(GCRA_BATCH_LUA.encode()) if evaluate \
+            else b"$7\r\nEVALSHA\r\n" + resp_bulk(GCRA_BATCH_SHA.encode())
+        pairs = self._pairs
+        calls = []
+        for start in range(0, len(names), self.BATCH_LIMIT):
+            stop = min(start + self.BATCH_LIMIT, len(names))
+            n = stop - start
+            parts = [b"*%d\r\n" % (3 + n + 5 + 2 * n), command, resp_bulk(b"%d" % n)]
+            parts += map(self._bulk, names[start:stop])
+            parts.append(self._time())
+            for key in zip(increments[start:stop], lease_maxes[start:stop]):
+                pair = pairs.get(key)
+                if pair is None:
+                    if len(pairs) >= COST_CACHE_SIZE:
+                        pairs.clear()
+                    pair = pairs[key] = resp_bulk(b"%d" % key[0]) + resp_bulk(b"%d" % key[1])
+                parts.append(pair)
+            calls.append((n, b"".join(parts)))
+        return calls
+
+    def _payloads(self, names, increments, mode, lease_maxes, evaluate=False):
+        """``(entries, RESP)`` per script call of a batch: acquires go through the batch
+        script; other modes (give-backs on close) are one GCRA_LUA call per entry."""
+        if mode is ACQUIRE:
+            return self._batches(names, increments, lease_maxes, evaluate)
+        head = self._eval_head if evaluate else self._head
+        return [(1, head + self._body(name, increment, mode, lease_max))
+                for name, increment, lease_max in zip(names, increments, lease_maxes)]
+
+    @staticmethod
+    def _unpack(calls, replies):
+        """Per-entry five-field replies from the calls' flat replies (an error fills every
+        entry of its call)."""
+        out = []
+        for (n, _), reply in zip(calls, replies):
+            if isinstance(reply, Exception):
+                out.extend([reply] * n)
+            else:
+                out.extend([reply[k:k + 5] for k in range(0, 5 * n, 5)])
+        return out
 
 
 def own_connection_kwargs(pool, timeout, retry):
@@ -333,13 +423,12 @@ class TokenBucketBase:
         return increment
 
     def argv(self, increment, mode, lease_max=0):
-        """The script's ARGV for one call (the time appended only with a client clock)."""
-        args = (b"%d" % self.emission_ns, b"%d" % self.tau_ns, b"%d" % increment, mode,
-                b"%d" % lease_max, self._grace)
+        """GCRA_LUA's ARGV for one call (now_s and now_sub empty: the server's TIME)."""
+        now_s = now_sub = b""
         if self.clock is not None:
-            now_s, now_sub = divmod(self.clock.now_ns, 1_000_000_000)
-            args += (b"%d" % now_s, b"%d" % now_sub)
-        return args
+            now_s, now_sub = (b"%d" % part for part in divmod(self.clock.now_ns, 1_000_000_000))
+        return (b"%d" % self.emission_ns, b"%d" % self.tau_ns, self._grace, now_s, now_sub,
+                b"%d" % increment, mode, b"%d" % lease_max)
 
     def increments(self, keys, costs):
         """Names and increments of a batch, all validated before anything is sent."""
