@@ -162,3 +162,29 @@ def test_async_cluster_and_leases(redis_cluster, prefix):
         await client.aclose()
 
     run(scenario())
+
+
+def test_async_deadline_with_a_hung_server(own_server):
+    """As the sync test: each decision waits one 0.05 s read timeout until the breaker opens,
+    then answers without I/O. The 1 s bound is 20x the timeout (loaded CI machines), far
+    below what redis-py's default retries would take."""
+    import time
+
+    async def scenario():
+        limiter = redis_asyncio.RedisTokenBucket(redis.asyncio.Redis.from_url(own_server.url),
+                                                 100, 100, timeout=0.05, breaker_threshold=2)
+        assert await limiter.try_acquire("k")
+        own_server.pause()
+        try:
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                assert not await limiter.try_acquire("k")
+                times.append(time.perf_counter() - start)
+        finally:
+            own_server.resume()
+        assert all(0.04 < t < 1.0 for t in times[:2]) and max(times[2:]) < 0.01
+        assert limiter.status()["errors"] == 2
+        await limiter.close()
+
+    run(scenario())
