@@ -377,3 +377,41 @@ def test_no_exception_escapes_when_redis_is_down_mid_batch(own_server):
     assert not limiter.acquire_many(["k", "j"]).any()
     limiter.close()                            # give-back fails quietly
     assert math.isclose(limiter.acquire("k").retry_after, 0.5)
+
+
+def test_threads_share_one_limiter_exactly(client, prefix):
+    """Threads borrow separate connections from the limiter's stack; still exactly burst."""
+    import threading
+
+    limiter = bucket(client, 0.001, 100, prefix)
+    counts = []
+
+    def work():
+        counts.append(sum(limiter.try_acquire("hot") for _ in range(60)))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counts) == 100
+    assert limiter.status()["errors"] == 0
+
+
+def test_reset_all_escapes_glob_characters_in_the_prefix(client, prefix):
+    star = bucket(client, 0.001, 1, prefix + "a*")
+    plain = bucket(client, 0.001, 1, prefix + "ab")
+    star.acquire("k")
+    plain.acquire("k")
+    star.reset()
+    assert star.peek("k") and not plain.peek("k")
+
+
+def test_reset_raises_backend_error_when_redis_is_down(own_server):
+    from fastcore.errors import BackendError
+
+    limiter = RedisTokenBucket(own_server.client(socket_timeout=0.2, socket_connect_timeout=0.2,
+                                                 retry=None), 1, 1)
+    own_server.kill()
+    with pytest.raises(BackendError):
+        limiter.reset("k")
