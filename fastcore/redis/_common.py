@@ -309,25 +309,20 @@ def _positive_seconds(value, name, *, allow_zero=False):
     return ns
 
 
-class TokenBucketBase:
-    """Arguments, key names, breaker, leases and degraded answers; subclasses do the I/O."""
+class LimiterBase:
+    """What every Redis limiter shares: options, key names, the circuit breaker, status()
+    and the on_error answers. Subclasses add their algorithm's arguments and the I/O."""
 
     __slots__ = (
-        "_client", "rate", "burst", "emission_ns", "tau_ns", "prefix", "on_error", "fallback",
-        "lease", "lease_ttl_ns", "timeout", "error_retry_after_ns", "breaker_threshold",
-        "breaker_cooldown_ns", "clock", "_grace", "_names", "_incs", "_leases", "_lock",
-        "_state", "_failures", "_errors", "_opened_ns", "_opens", "_switches", "_last_error",
-        "_degraded", "_reloads", "_fail_closed", "_denied", "_admitted", "_closed",
+        "_client", "prefix", "on_error", "fallback", "lease", "timeout", "error_retry_after_ns",
+        "breaker_threshold", "breaker_cooldown_ns", "clock", "_grace", "_names", "_leases",
+        "_lock", "_state", "_failures", "_errors", "_opened_ns", "_opens", "_switches",
+        "_last_error", "_degraded", "_reloads", "_fail_closed", "_denied", "_admitted", "_closed",
     )
 
-    def __init__(self, client, rate, burst=None, *, prefix="fastcore:", on_error="fail_closed",
-                 fallback=None, lease=0, lease_ttl=1.0, timeout=0.05, error_retry_after=1.0,
-                 breaker_threshold=3, breaker_cooldown=5.0, clock=None):
-        emission_ns, tau_ns, burst = gcra_params(rate, burst)
-        if tau_ns > MAX_TAU_NS:
-            raise InvalidRate(
-                f"burst {burst!r} at rate {rate!r} spans {tau_ns} ns; the Redis engine keeps "
-                f"its arithmetic exact up to 2**50 ns (about 13 days)")
+    def __init__(self, client, kind, *, prefix="fastcore:", on_error="fail_closed", fallback=None,
+                 timeout=0.05, error_retry_after=1.0, breaker_threshold=3, breaker_cooldown=5.0,
+                 clock=None):
         if isinstance(prefix, str):
             prefix = prefix.encode("utf-8")
         if not isinstance(prefix, bytes):
@@ -344,34 +339,26 @@ class TokenBucketBase:
                 "try_acquire", "acquire", "peek", "acquire_many")):
             raise TypeError(f"fallback must be a keyed local limiter such as KeyedTokenBucket, "
                             f"got {fallback!r}")
-        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 0:
-            raise ValueError(f"lease must be a whole number of tokens >= 0, got {lease!r}")
         if isinstance(breaker_threshold, bool) or not isinstance(breaker_threshold, int) \
                 or breaker_threshold < 1:
             raise ValueError(f"breaker_threshold must be an int >= 1, got {breaker_threshold!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be None or a fastcore clock, got {clock!r}")
-        self.lease_ttl_ns = _positive_seconds(lease_ttl, "lease_ttl")
         _positive_seconds(timeout, "timeout")
         self.error_retry_after_ns = _positive_seconds(error_retry_after, "error_retry_after",
                                                       allow_zero=True)
         self.breaker_cooldown_ns = _positive_seconds(breaker_cooldown, "breaker_cooldown",
                                                      allow_zero=True)
         self._client = client
-        self.rate = rate
-        self.burst = burst
-        self.emission_ns = emission_ns
-        self.tau_ns = tau_ns
-        self.prefix = prefix + b"tb:"
+        self.prefix = prefix + kind
         self.on_error = on_error
         self.fallback = fallback
-        self.lease = lease
+        self.lease = 0
         self.timeout = float(timeout)
         self.breaker_threshold = breaker_threshold
         self.clock = clock
         self._grace = b"%d" % (CLIENT_CLOCK_GRACE_MS if clock is not None else 0)
         self._names = {}
-        self._incs = {}
         self._leases = {}
         self._lock = threading.Lock()
         self._state = CLOSED
@@ -388,10 +375,8 @@ class TokenBucketBase:
         self._denied = Decision(False, 0, self.error_retry_after_ns, 0)
         self._admitted = Decision(True, 0, 0, 0)
 
-    # -- arguments -------------------------------------------------------------------------
-
     def name(self, key) -> bytes:
-        """The Redis key holding ``key``'s bucket (``<prefix>tb:{<escaped key>}``)."""
+        """The Redis key holding ``key``'s state (``<prefix><kind>:{<escaped key>}``)."""
         name = self._names.get(key)
         if name is None:
             name = self.prefix + b"{" + escape_key(key) + b"}"
@@ -399,46 +384,6 @@ class TokenBucketBase:
                 self._names.clear()
             self._names[key] = name
         return name
-
-    def increment_ns(self, cost) -> int:
-        """ceil(cost * T) in ns, exactly as the local bucket computes it; validates ``cost``."""
-        increment = self._incs.get(cost)
-        if increment is None:
-            if not isinstance(cost, numbers.Real):
-                raise TypeError(f"cost must be a number, got {cost!r}")
-            value = float(cost)
-            if not value >= 0.0 or math.isinf(value):
-                raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
-            if value > self.burst:
-                raise CostExceedsBurst(
-                    f"cost {value!r} exceeds the burst {self.burst!r}: it could never be admitted")
-            increment = math.ceil(Fraction(value) * self.emission_ns)
-            if increment > self.tau_ns:
-                raise CostExceedsBurst(
-                    f"cost {value!r} needs {increment} ns of tolerance but the bucket holds "
-                    f"{self.tau_ns} ns (burst {self.burst!r} rounded to whole ns)")
-            if len(self._incs) >= COST_CACHE_SIZE:
-                self._incs.clear()
-            self._incs[cost] = increment
-        return increment
-
-    def argv(self, increment, mode, lease_max=0):
-        """GCRA_LUA's ARGV for one call (now_s and now_sub empty: the server's TIME)."""
-        now_s = now_sub = b""
-        if self.clock is not None:
-            now_s, now_sub = (b"%d" % part for part in divmod(self.clock.now_ns, 1_000_000_000))
-        return (b"%d" % self.emission_ns, b"%d" % self.tau_ns, self._grace, now_s, now_sub,
-                b"%d" % increment, mode, b"%d" % lease_max)
-
-    def increments(self, keys, costs):
-        """Names and increments of a batch, all validated before anything is sent."""
-        names = [self.name(key) for key in keys]
-        if costs is None:
-            return names, [self.increment_ns(1)] * len(names), [1] * len(names)
-        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
-        if len(costs) != len(names):
-            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
-        return names, [self.increment_ns(cost) for cost in costs], costs
 
     # -- breaker ---------------------------------------------------------------------------
 
@@ -525,6 +470,71 @@ class TokenBucketBase:
         else:
             allowed[indices] = True
             retry[indices] = 0.0
+
+
+class TokenBucketBase(LimiterBase):
+    """GCRA arguments and leases on top of LimiterBase; subclasses do the I/O."""
+
+    __slots__ = ("rate", "burst", "emission_ns", "tau_ns", "lease_ttl_ns", "_incs")
+
+    def __init__(self, client, rate, burst=None, *, lease=0, lease_ttl=1.0, **options):
+        emission_ns, tau_ns, burst = gcra_params(rate, burst)
+        if tau_ns > MAX_TAU_NS:
+            raise InvalidRate(
+                f"burst {burst!r} at rate {rate!r} spans {tau_ns} ns; the Redis engine keeps "
+                f"its arithmetic exact up to 2**50 ns (about 13 days)")
+        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 0:
+            raise ValueError(f"lease must be a whole number of tokens >= 0, got {lease!r}")
+        self.lease_ttl_ns = _positive_seconds(lease_ttl, "lease_ttl")
+        super().__init__(client, b"tb:", **options)
+        self.rate = rate
+        self.burst = burst
+        self.emission_ns = emission_ns
+        self.tau_ns = tau_ns
+        self.lease = lease
+        self._incs = {}
+
+    # -- arguments -------------------------------------------------------------------------
+
+    def increment_ns(self, cost) -> int:
+        """ceil(cost * T) in ns, exactly as the local bucket computes it; validates ``cost``."""
+        increment = self._incs.get(cost)
+        if increment is None:
+            if not isinstance(cost, numbers.Real):
+                raise TypeError(f"cost must be a number, got {cost!r}")
+            value = float(cost)
+            if not value >= 0.0 or math.isinf(value):
+                raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
+            if value > self.burst:
+                raise CostExceedsBurst(
+                    f"cost {value!r} exceeds the burst {self.burst!r}: it could never be admitted")
+            increment = math.ceil(Fraction(value) * self.emission_ns)
+            if increment > self.tau_ns:
+                raise CostExceedsBurst(
+                    f"cost {value!r} needs {increment} ns of tolerance but the bucket holds "
+                    f"{self.tau_ns} ns (burst {self.burst!r} rounded to whole ns)")
+            if len(self._incs) >= COST_CACHE_SIZE:
+                self._incs.clear()
+            self._incs[cost] = increment
+        return increment
+
+    def argv(self, increment, mode, lease_max=0):
+        """GCRA_LUA's ARGV for one call (now_s and now_sub empty: the server's TIME)."""
+        now_s = now_sub = b""
+        if self.clock is not None:
+            now_s, now_sub = (b"%d" % part for part in divmod(self.clock.now_ns, 1_000_000_000))
+        return (b"%d" % self.emission_ns, b"%d" % self.tau_ns, self._grace, now_s, now_sub,
+                b"%d" % increment, mode, b"%d" % lease_max)
+
+    def increments(self, keys, costs):
+        """Names and increments of a batch, all validated before anything is sent."""
+        names = [self.name(key) for key in keys]
+        if costs is None:
+            return names, [self.increment_ns(1)] * len(names), [1] * len(names)
+        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
+        if len(costs) != len(names):
+            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
+        return names, [self.increment_ns(cost) for cost in costs], costs
 
     # -- replies and leases ----------------------------------------------------------------
 
