@@ -73,8 +73,20 @@ class DirectTransport(RespPacker):
         return reply
 
     def call_many(self, names, increments, mode, lease_maxes):
-        """A batch in one round trip: per entry, the five fields or the ResponseError."""
-        calls = self._payloads(names, increments, mode, lease_maxes)
+        """A GCRA batch in one round trip: per entry, the five fields or the ResponseError."""
+        calls, replies = self._run(lambda evaluate: self._payloads(
+            names, increments, mode, lease_maxes, evaluate))
+        return self._unpack(calls, replies)
+
+    def scripts(self, sha, lua, names, argvs):
+        """Single-key calls of any script in one round trip: replies or ResponseErrors."""
+        return (self._run(lambda evaluate: self._script_payloads(
+            sha, lua, names, argvs, evaluate)))[1]
+
+    def _run(self, payloads):
+        """Send the calls ``payloads(False)`` in one round trip; those answered NOSCRIPT go
+        again as EVAL (``payloads(True)``) on the same connection. ``(calls, replies)``."""
+        calls = payloads(False)
         idle = self._idle
         conn = idle.pop() if idle else self._factory()
         try:
@@ -82,7 +94,7 @@ class DirectTransport(RespPacker):
             missing = [j for j, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
                 self._limiter._reloads += 1
-                again = self._payloads(names, increments, mode, lease_maxes, evaluate=True)
+                again = payloads(True)
                 for j, reply in zip(missing, self._exchange(
                         conn, [again[j][1] for j in missing])):
                     replies[j] = reply
@@ -91,7 +103,7 @@ class DirectTransport(RespPacker):
             idle.append(conn)
             raise
         idle.append(conn)
-        return self._unpack(calls, replies)
+        return calls, replies
 
     @staticmethod
     def _exchange(conn, payloads):
@@ -130,12 +142,16 @@ class ClientTransport:
     def call_many(self, names, increments, mode, lease_maxes):
         argvs = [self._limiter.argv(increment, mode, lease_max)
                  for increment, lease_max in zip(increments, lease_maxes)]
-        replies = self._pipeline("EVALSHA", GCRA_SHA, names, argvs)
+        return self.scripts(GCRA_SHA, GCRA_LUA, names, argvs)
+
+    def scripts(self, sha, lua, names, argvs):
+        """Single-key calls of any script, pipelined: replies or ResponseErrors."""
+        replies = self._pipeline("EVALSHA", sha, names, argvs)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             self._limiter._reloads += 1
             for i, reply in zip(missing, self._pipeline(
-                    "EVAL", GCRA_LUA, [names[i] for i in missing], [argvs[i] for i in missing])):
+                    "EVAL", lua, [names[i] for i in missing], [argvs[i] for i in missing])):
                 replies[i] = reply
         return replies
 

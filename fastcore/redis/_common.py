@@ -279,6 +279,14 @@ class RespPacker:
         return [(1, head + self._body(name, increment, mode, lease_max))
                 for name, increment, lease_max in zip(names, increments, lease_maxes)]
 
+    def _script_payloads(self, sha, lua, names, argvs, evaluate=False):
+        """One single-key script call per entry (any script: the sliding window's)."""
+        command = (b"$4\r\nEVAL\r\n" + resp_bulk(lua)) if evaluate \
+            else (b"$7\r\nEVALSHA\r\n" + resp_bulk(sha))
+        return [(1, b"*%d\r\n" % (4 + len(argv)) + command + b"$1\r\n1\r\n" + self._bulk(name)
+                 + b"".join(map(resp_bulk, argv)))
+                for name, argv in zip(names, argvs)]
+
     @staticmethod
     def _unpack(calls, replies):
         """Per-entry five-field replies from the calls' flat replies (an error fills every
