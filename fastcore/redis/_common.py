@@ -29,13 +29,26 @@ from fastcore._core.decision import Decision
 from fastcore._units import gcra_params, seconds_to_ns
 from fastcore.errors import CostExceedsBurst, FastcoreError, InvalidCost, InvalidRate
 
-__all__ = ["InvalidKey", "GCRA_LUA", "GCRA_SHA", "GCRA_BATCH_LUA", "GCRA_BATCH_SHA"]
+__all__ = ["InvalidKey", "LUA_DIV", "GCRA_LUA", "GCRA_SHA", "GCRA_BATCH_LUA", "GCRA_BATCH_SHA"]
+
+LUA_DIV = """\
+-- a / b for integers |a|, b < 2^53, rounded toward zero like the C core's division; the
+-- double quotient may be off by one near an integer, so it is corrected exactly.
+local function div(a, b)
+  local neg = a < 0
+  if neg then a = -a end
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  if neg then return -q end
+  return q
+end
+"""
 
 # What both scripts share: arguments, the time, and loading/storing one bucket.
 # ARGV[1..5]: emission_ns, tau_ns, grace_ms (added to the expiry), now_s, now_sub_ns (both
 # empty: the server's TIME). A bucket key holds "<base_s>:<tat_rel_ns>", the TAT being
 # base_s * 1e9 + tat_rel_ns. Times below are ns relative to now_s seconds, so `now` < 1e9.
-_LUA_PRELUDE = """\
+_LUA_PRELUDE = LUA_DIV + """\
 local T = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local grace_ms = tonumber(ARGV[3])
@@ -47,17 +60,6 @@ else
   local t = redis.call('TIME')
   now_s = tonumber(t[1])
   now = tonumber(t[2]) * 1000
-end
-
--- a / b for integers |a|, b < 2^53, rounded toward zero like the C core's division; the
--- double quotient may be off by one near an integer, so it is corrected exactly.
-local function div(a, b)
-  local neg = a < 0
-  if neg then a = -a end
-  local q = math.floor(a / b)
-  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
-  if neg then return -q end
-  return q
 end
 
 -- The TAT of `key`, at least now. A TAT more than 2^51 ns (26 days) in the past is a full
@@ -281,8 +283,8 @@ class RespPacker:
 
     def _script_payloads(self, sha, lua, names, argvs, evaluate=False):
         """One single-key script call per entry (any script: the sliding window's)."""
-        command = (b"$4\r\nEVAL\r\n" + resp_bulk(lua)) if evaluate \
-            else (b"$7\r\nEVALSHA\r\n" + resp_bulk(sha))
+        command = (b"$4\r\nEVAL\r\n" + resp_bulk(lua.encode())) if evaluate \
+            else (b"$7\r\nEVALSHA\r\n" + resp_bulk(sha.encode()))
         return [(1, b"*%d\r\n" % (4 + len(argv)) + command + b"$1\r\n1\r\n" + self._bulk(name)
                  + b"".join(map(resp_bulk, argv)))
                 for name, argv in zip(names, argvs)]
@@ -382,6 +384,10 @@ class LimiterBase:
         self._fail_closed = on_error == "fail_closed"
         self._denied = Decision(False, 0, self.error_retry_after_ns, 0)
         self._admitted = Decision(True, 0, 0, 0)
+
+    def drop_lease(self, name):
+        with self._lock:
+            self._leases.pop(name, None)
 
     def name(self, key) -> bytes:
         """The Redis key holding ``key``'s state (``<prefix><kind>:{<escaped key>}``)."""
@@ -585,10 +591,6 @@ class TokenBucketBase(LimiterBase):
             leases, self._leases = self._leases, {}
         return [(name, int(held[0])) for name, held in leases.items()
                 if now < held[1] and int(held[0]) >= 1]
-
-    def drop_lease(self, name):
-        with self._lock:
-            self._leases.pop(name, None)
 
     def __repr__(self):
         return (f"{type(self).__name__}(rate={self.rate!r}, burst={self.burst!r}, "

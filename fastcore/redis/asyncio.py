@@ -16,12 +16,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from fastcore._core.decision import Decision
 from fastcore.errors import BackendError
 from fastcore.redis import ERRORS
+from fastcore.redis._window import WINDOW_LUA, WINDOW_SHA, WindowBase
 from fastcore.redis._common import (
     ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, RespPacker, TokenBucketBase,
     own_connection_kwargs,
 )
 
-__all__ = ["RedisTokenBucket", "InvalidKey"]
+__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey"]
 
 
 class DirectTransport(RespPacker):
@@ -153,6 +154,16 @@ class ClientTransport:
         pass
 
 
+def transport(client, limiter):
+    """Our own connections for a standalone server; the client itself for a cluster."""
+    if isinstance(client, RedisCluster):
+        return ClientTransport(client, limiter)
+    if isinstance(client, redis.asyncio.Redis):
+        return DirectTransport(client, limiter)
+    raise TypeError(f"client must be a redis.asyncio.Redis or RedisCluster, got "
+                    f"{type(client).__name__} (use fastcore.redis for sync clients)")
+
+
 class RedisTokenBucket(TokenBucketBase):
     """``fastcore.redis.RedisTokenBucket`` for ``redis.asyncio`` clients (awaitable calls).
 
@@ -171,13 +182,7 @@ class RedisTokenBucket(TokenBucketBase):
 
     def __init__(self, client, rate, burst=None, **options):
         super().__init__(client, rate, burst, **options)
-        if isinstance(client, RedisCluster):
-            self._io = ClientTransport(client, self)
-        elif isinstance(client, redis.asyncio.Redis):
-            self._io = DirectTransport(client, self)
-        else:
-            raise TypeError(f"client must be a redis.asyncio.Redis or RedisCluster, got "
-                            f"{type(client).__name__} (use fastcore.redis for sync clients)")
+        self._io = transport(client, self)
 
     async def try_acquire(self, key, cost=1):
         """Take ``cost`` tokens from ``key``'s bucket if available; True when admitted."""
@@ -313,3 +318,99 @@ class RedisTokenBucket(TokenBucketBase):
 
     async def __aexit__(self, *exc_info):
         await self.close()
+
+
+class RedisSlidingWindow(WindowBase):
+    """``fastcore.redis.RedisSlidingWindow`` for ``redis.asyncio`` clients (awaitable calls).
+
+    Example::
+
+        limiter = RedisSlidingWindow(redis.asyncio.Redis(), 1000, 60.0, slices=12)
+        if not await limiter.try_acquire("tenant-1"):
+            ...
+    """
+
+    __slots__ = ("_io",)
+
+    def __init__(self, client, limit, window=None, **options):
+        super().__init__(client, limit, window, **options)
+        self._io = transport(client, self)
+
+    async def _call(self, key, cost, write):
+        units = self.units(cost)
+        name = self.name(key)
+        if self._state == CLOSED or self.may_call():
+            try:
+                reply = (await self._io.scripts(WINDOW_SHA, WINDOW_LUA, [name],
+                                                [self.argv(units, write)]))[0]
+                if isinstance(reply, Exception):
+                    raise reply
+            except ERRORS as error:
+                self.failed(error)
+            else:
+                if self._failures or self._state:
+                    self.succeeded()
+                return reply
+        return None
+
+    async def try_acquire(self, key, cost=1):
+        """Count ``cost`` against ``key`` if the window has room; True when admitted."""
+        reply = await self._call(key, cost, True)
+        if reply is None:
+            return self.degraded_try(key, cost)
+        return reply[0] == 1
+
+    async def acquire(self, key, cost=1):
+        """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
+        reply = await self._call(key, cost, True)
+        if reply is None:
+            return self.degraded_decision(key, cost)
+        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+
+    async def peek(self, key, cost=1):
+        """The ``Decision`` that ``acquire(key, cost)`` would return now, counting nothing."""
+        reply = await self._call(key, cost, False)
+        if reply is None:
+            return self.degraded_decision(key, cost, True)
+        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+
+    async def acquire_many(self, keys, costs=None, *, with_retry_after=False):
+        """Decide a batch, pipelined in one round trip; a numpy bool array, one per key."""
+        keys = list(keys)
+        names, argvs = self.batch(keys, costs)
+        n = len(keys)
+        allowed = np.zeros(n, dtype=np.bool_)
+        retry = np.zeros(n, dtype=np.float64)
+        failed = list(range(n))
+        if n and (self._state == CLOSED or self.may_call()):
+            try:
+                replies = await self._io.scripts(WINDOW_SHA, WINDOW_LUA, names, argvs)
+            except ERRORS as error:
+                self.failed(error)
+            else:
+                failed = []
+                for i, reply in enumerate(replies):
+                    if isinstance(reply, Exception):
+                        failed.append(i)
+                    elif reply[0]:
+                        allowed[i] = True
+                    else:
+                        retry[i] = reply[2] / 1e9
+                if failed:
+                    self.failed(replies[failed[0]])
+                elif self._failures or self._state:
+                    self.succeeded()
+        if failed:
+            self.degraded_many(keys, None if costs is None else list(costs), allowed, retry,
+                               failed)
+        return (allowed, retry) if with_retry_after else allowed
+
+    reset = RedisTokenBucket.reset
+
+    async def close(self):
+        """Close the limiter's connections."""
+        self._closed = True
+        await self._io.close()
+
+    __aenter__ = RedisTokenBucket.__aenter__
+    __aexit__ = RedisTokenBucket.__aexit__
