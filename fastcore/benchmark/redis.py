@@ -3,7 +3,8 @@
 Every subject talks to the same server (``url``) in the same run. Groups: one decision per
 round trip on one hot key and round robin over ``keys`` keys (fastcore ``try_acquire``,
 limits' moving window and sliding-window counter ``hit``, and a ``PING`` floor: one bare
-round trip through redis-py), fastcore's ``acquire_many`` pipelined in batches of
+round trip through redis-py; ``RedisSlidingWindow`` when the local sliding window is
+built), fastcore's ``acquire_many`` pipelined in batches of
 ``batch``, and ``lease=50`` on one hot key. Limits are set so nothing is denied (every call
 does its full work); fastcore's rate is capped by the Redis engine's exact range (tau at
 most 2**50 ns), so it uses 1,000,000 tokens/s with a burst of 1,000,000.
@@ -60,6 +61,11 @@ def _fastcore_try(url):
     return _limiter(url).try_acquire
 
 
+def _fastcore_window_try(url):
+    from fastcore.redis import RedisSlidingWindow
+    return RedisSlidingWindow(_client(url), RATE, 1.0, slices=10, prefix=PREFIX).try_acquire
+
+
 def _fastcore_lease(url):
     return _limiter(url, lease=LEASE).try_acquire
 
@@ -93,11 +99,22 @@ def _batched(url, keys, batch):
     return setup, len(sequence)
 
 
+def _window_workloads(url, operation, keys, key_count):
+    """RedisSlidingWindow, when the local sliding window (its arguments) is built."""
+    import fastcore
+    if not hasattr(fastcore, "SlidingWindow"):
+        return []
+    return [Workload("redis", operation, "fastcore.redis.RedisSlidingWindow.try_acquire",
+                     _one_by_one(url, keys, _fastcore_window_try), ONE_BY_ONE_OPS,
+                     keys=key_count)]
+
+
 def _one_by_one_group(url, label, keys, key_count):
     operation = f"redis one decision per round trip, {label}"
     return [
         Workload("redis", operation, "fastcore.redis.RedisTokenBucket.try_acquire",
                  _one_by_one(url, keys, _fastcore_try), ONE_BY_ONE_OPS, keys=key_count),
+        *_window_workloads(url, operation, keys, key_count),
         Workload("redis", operation, "limits MovingWindow (RedisStorage)",
                  _one_by_one(url, keys, _limits("MovingWindowRateLimiter")), ONE_BY_ONE_OPS,
                  kind="peer", peer="limits", keys=key_count),
