@@ -1,8 +1,9 @@
 """Distributed limits on Redis: the local limiters' semantics shared by many processes/hosts.
 
-``RedisTokenBucket`` runs the GCRA of ``fastcore.KeyedTokenBucket`` as one atomic Lua script
-per decision (``EVALSHA``, reloaded by ``EVAL`` after ``NOSCRIPT``) on the server's clock, and
-answers with the same ``Decision`` fields. ``fastcore.redis.asyncio`` has the same class for
+``RedisTokenBucket`` runs the GCRA of ``fastcore.KeyedTokenBucket`` and ``RedisSlidingWindow``
+the ring of ``fastcore.SlidingWindow``, each as one atomic Lua script per decision
+(``EVALSHA``, reloaded by ``EVAL`` after ``NOSCRIPT``) on the server's clock, answering with
+the same ``Decision`` fields. ``fastcore.redis.asyncio`` has the same classes for
 ``redis.asyncio`` clients. Requires the ``redis`` package (``pip install 'fastcore-edge[redis]'``).
 
 Deadline: with a standalone ``redis.Redis`` client the limiter opens its own connections
