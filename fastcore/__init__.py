@@ -13,14 +13,19 @@ from fastcore._core.clock import (
     monotonic_ns,
 )
 from fastcore._units import Rate, parse_rate
+from fastcore.freshness import Freshness
+from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
 from fastcore.errors import (
     BackendError,
     CostExceedsBurst,
     CostExceedsLimit,
     FastcoreError,
     InvalidCost,
+    InvalidFreshness,
     InvalidRate,
     RateLimitExceeded,
+    UnknownIntent,
+    ValueTooLarge,
 )
 
 __version__ = "0.1.0"
@@ -47,4 +52,13 @@ __all__ = [
     "CostExceedsLimit",
     "RateLimitExceeded",
     "BackendError",
+    "Freshness",
+    "Intent",
+    "CacheState",
+    "Lookup",
+    "Loaded",
+    "SemanticCache",
+    "InvalidFreshness",
+    "UnknownIntent",
+    "ValueTooLarge",
 ]
