@@ -373,7 +373,7 @@ cdef class SemanticCacheCore:
         cdef Lookup r = Lookup.__new__(Lookup)
         r.state = _FRESH if state == SEM_FRESH else _STALE
         r.value = e.value
-        r.age = (now_ns - e.stored_ns + e.age_ns) * 1e-9
+        r.age = (now_ns - e.stored_ns + e.age_ns) / 1e9     # correctly rounded, unlike * 1e-9
         r.negative = e.negative
         return r
 
@@ -620,6 +620,7 @@ cdef class SemanticCacheCore:
         unhashable."""
         cdef int64_t now_ns = clock_now_ns(self.clock)
         cdef _Entry e
+        hash(key)
         with self._lock:
             found = self._map.pop(key, None)
             if found is None:
