@@ -12,6 +12,8 @@ from fastcore._core.clock import (
     MonotonicClock,
     monotonic_ns,
 )
+from fastcore._core.decision import Decision
+from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
 from fastcore._units import Rate, parse_rate
 from fastcore.freshness import Freshness
 from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
@@ -38,6 +40,9 @@ def get_include() -> str:
 
 
 __all__ = [
+    "TokenBucket",
+    "KeyedTokenBucket",
+    "Decision",
     "CoarseClock",
     "ManualClock",
     "MonotonicClock",

@@ -24,4 +24,10 @@ static inline uint64_t fc_atomic_add_u64(uint64_t *p, uint64_t v) {
 static inline uint32_t fc_atomic_add_u32(uint32_t *p, uint32_t v) {
     return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
 }
+/* Lowers *p to v if v is smaller; never raises it. */
+static inline void fc_atomic_min_i64(int64_t *p, int64_t v) {
+    int64_t cur = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    while (v < cur && !__atomic_compare_exchange_n(p, &cur, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
+    }
+}
 #endif

@@ -1,0 +1,399 @@
+"""GCRA token buckets (see gcra.pxd for the math, the rounding and a worked example)."""
+from cpython.object cimport PyObject_Hash
+from libc.math cimport isinf
+from libc.stdint cimport INT64_MAX, int64_t, uint8_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+from fastcore._core.atomic cimport fc_atomic_add_i64, fc_atomic_store_i64
+from fastcore._core.clock cimport clock_now_ns, clock_resolve
+from fastcore._core.keytable cimport (
+    KEYTABLE_SLOT_MASK, keytable_handle_slot, keytable_lookup, keytable_note_idle_at, keytable_state,
+    keytable_touch,
+)
+
+from fastcore._units import gcra_params, seconds_to_ns
+from fastcore.errors import CostExceedsBurst, InvalidCost
+
+
+cdef int64_t gcra_checked_cost_ns(double cost, int64_t emission_ns, int64_t tau_ns,
+                                  double burst) except -1:
+    """The out-of-line path of gcra_cost_ns: validates, then converts (cold)."""
+    cdef int64_t increment_ns
+    if not (cost >= 0.0) or isinf(cost):
+        raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
+    if cost > burst:
+        raise CostExceedsBurst(
+            f"cost {cost!r} exceeds the burst {burst!r}: it could never be admitted")
+    increment_ns = gcra_increment_ns(cost, emission_ns)
+    if increment_ns > tau_ns:
+        raise CostExceedsBurst(
+            f"cost {cost!r} needs {increment_ns} ns of tolerance but the bucket holds "
+            f"{tau_ns} ns (burst {burst!r} rounded to whole ns)")
+    return increment_ns
+
+
+cdef class TokenBucket:
+    """One GCRA token bucket: ``rate`` tokens per second, capacity ``burst``.
+
+    ``rate``: tokens per second (a positive number) or a rate string ("100/minute").
+    ``burst``: the capacity; default the rate string's limit, else ``max(1, rate)``.
+    ``clock``: ``None`` (the system monotonic clock), ``ManualClock`` or ``CoarseClock``.
+    Raises ``InvalidRate`` for a bad rate or burst; costs raise ``InvalidCost`` (negative,
+    NaN, infinite) or ``CostExceedsBurst``; an error changes nothing.
+
+    Example::
+
+        bucket = TokenBucket("10/second", burst=20)
+        if bucket.try_acquire():
+            ...
+        decision = bucket.acquire(cost=2.5)   # Decision(allowed=..., retry_after=...)
+    """
+
+    def __init__(self, rate, burst=None, *, clock=None):
+        emission_ns, tau_ns, burst_value = gcra_params(rate, burst)
+        self.clock_ = clock_resolve(clock)
+        self.emission_ns = emission_ns
+        self.tau_ns = tau_ns
+        self.burst_ = burst_value
+        self.rate_ = rate
+        self.tat_ns = 0
+
+    def try_acquire(self, double cost=1.0):
+        """Take ``cost`` tokens if available; True when admitted (the fast path)."""
+        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t tat_after_ns
+        return gcra_admit(&self.tat_ns, increment_ns, self.tau_ns,
+                          clock_now_ns(self.clock_), &tat_after_ns)
+
+    def acquire(self, double cost=1.0):
+        """Take ``cost`` tokens if available and return the full ``Decision``."""
+        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef int64_t tat_after_ns
+        cdef bint allowed = gcra_admit(&self.tat_ns, increment_ns, self.tau_ns, now_ns,
+                                       &tat_after_ns)
+        return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
+                             self.tau_ns)
+
+    def peek(self, double cost=1.0):
+        """The ``Decision`` that ``acquire(cost)`` would return now, consuming nothing."""
+        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef int64_t tat_after_ns
+        cdef bint allowed = gcra_would_admit(self.tat_ns, increment_ns, self.tau_ns, now_ns,
+                                             &tat_after_ns)
+        return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
+                             self.tau_ns)
+
+    def reset(self):
+        """Refill the bucket to ``burst``."""
+        fc_atomic_store_i64(&self.tat_ns, 0)
+
+    @property
+    def rate(self):
+        """The rate as given (tokens per second, or the rate string)."""
+        return self.rate_
+
+    @property
+    def burst(self):
+        """The capacity in tokens."""
+        return self.burst_
+
+    @property
+    def emission_ns(self):
+        """The emission interval T in whole ns (1/rate rounded up)."""
+        return self.emission_ns
+
+    @property
+    def tau_ns(self):
+        """The tolerance tau = floor(burst * T) in ns."""
+        return self.tau_ns
+
+    @property
+    def clock(self):
+        """The clock the bucket reads."""
+        return self.clock_
+
+    def __repr__(self):
+        return f"TokenBucket(rate={self.rate_!r}, burst={self.burst_!r})"
+
+
+cdef class KeyedTokenBucket(KeyTable):
+    """One GCRA token bucket per key (any hashable key), at most ``max_keys`` keys.
+
+    ``rate``/``burst``/``clock`` as for ``TokenBucket``. When the table is full, idle keys
+    (full buckets) are dropped first, which changes no decision; if every key is live,
+    ``on_full="evict"`` drops the least recently used key (counted in ``evictions``) and
+    ``on_full="deny"`` denies new keys until room frees up.
+    Raises ``TypeError`` for an unhashable key, ``InvalidCost``/``CostExceedsBurst`` for a
+    bad cost, ``IndexError`` for a stale handle; an error changes nothing.
+
+    Example::
+
+        limiter = KeyedTokenBucket("100/minute", max_keys=100_000)
+        if not limiter.try_acquire(agent_id):
+            ...
+        allowed = limiter.acquire_many(handles_array)   # numpy bool array, one nogil loop
+    """
+
+    def __init__(self, rate, burst=None, *, max_keys=1_000_000, on_full="evict", clock=None):
+        emission_ns, tau_ns, burst_value = gcra_params(rate, burst)
+        self.keytable_init(max_keys, on_full, clock, sizeof(int64_t))
+        self.emission_ns = emission_ns
+        self.tau_ns = tau_ns
+        self.burst_ = burst_value
+        self.rate_ = rate
+
+    cdef int64_t slot_idle_at_ns(self, Py_ssize_t s) noexcept nogil:
+        return fc_atomic_load_i64(<int64_t*>keytable_state(self, s))
+
+    cdef void slot_reset(self, Py_ssize_t s) noexcept nogil:
+        fc_atomic_store_i64(<int64_t*>keytable_state(self, s), 0)
+
+    cdef Decision full_denial(self, int64_t now_ns):
+        """Denial of a new key when every key is live (on_full="deny").
+
+        retry_after is a lower bound on when a key turns idle and frees a slot; every TAT is
+        at most now + tau, so it is at most tau (and at least 1 ns).
+        """
+        cdef int64_t wait_ns = self.idle_not_before_ns - now_ns
+        wait_ns = 1 if wait_ns < 1 else (self.tau_ns if wait_ns > self.tau_ns else wait_ns)
+        return decision_new(False, 0, wait_ns, 0)
+
+    def try_acquire(self, key, double cost=1.0):
+        """Take ``cost`` tokens from ``key``'s bucket if available; True when admitted."""
+        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef int64_t tat_after_ns
+        if s >= 0:
+            keytable_touch(self, s)
+        else:
+            s = self.insert(key, h, now_ns)
+            if s < 0:
+                return False
+        if gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, self.tau_ns, now_ns,
+                      &tat_after_ns):
+            keytable_note_idle_at(self, tat_after_ns)
+            return True
+        return False
+
+    def acquire(self, key, double cost=1.0):
+        """Take ``cost`` tokens from ``key``'s bucket if available; the full ``Decision``."""
+        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef int64_t tat_after_ns
+        cdef bint allowed
+        if s >= 0:
+            keytable_touch(self, s)
+        else:
+            s = self.insert(key, h, now_ns)
+            if s < 0:
+                return self.full_denial(now_ns)
+        allowed = gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, self.tau_ns,
+                             now_ns, &tat_after_ns)
+        if allowed:
+            keytable_note_idle_at(self, tat_after_ns)
+        return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
+                             self.tau_ns)
+
+    def peek(self, key, double cost=1.0):
+        """The ``Decision`` that ``acquire(key, cost)`` would return now, changing nothing."""
+        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef Py_ssize_t s = keytable_lookup(self, key, PyObject_Hash(key))
+        cdef int64_t tat_ns = 0, tat_after_ns
+        cdef bint allowed
+        if s >= 0:
+            tat_ns = fc_atomic_load_i64(<int64_t*>keytable_state(self, s))
+        elif not self.room_available(now_ns):
+            return self.full_denial(now_ns)
+        allowed = gcra_would_admit(tat_ns, increment_ns, self.tau_ns, now_ns, &tat_after_ns)
+        return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
+                             self.tau_ns)
+
+    def reset(self, key=None):
+        """Refill ``key``'s bucket (its handle stays valid), or forget every key when None."""
+        cdef Py_ssize_t s
+        if key is None:
+            self.clear_all()
+            return
+        s = keytable_lookup(self, key, PyObject_Hash(key))
+        if s >= 0:
+            fc_atomic_store_i64(<int64_t*>keytable_state(self, s), 0)
+            keytable_note_idle_at(self, 0)
+
+    def acquire_many(self, keys, costs=None, *, now=None, with_retry_after=False):
+        """Decide a whole batch in one nogil loop; a numpy bool array, one entry per key.
+
+        ``keys``: a sequence of keys, or an int64 numpy array of handles (``handle(key)``),
+        which skips hashing. ``costs``: None (1 each) or a sequence/array of the same length.
+        ``now``: the time in seconds on the limiter's clock for the whole batch (default: the
+        clock, read once). ``with_retry_after=True`` returns ``(allowed, retry_after)`` with
+        a float64 array of seconds (0.0 where admitted).
+        Raises ``ValueError`` when lengths differ, ``IndexError`` for a stale handle,
+        ``InvalidCost``/``CostExceedsBurst``/``TypeError`` for bad costs or keys, all before
+        any decision is made.
+        """
+        cdef Py_ssize_t n = len(keys)
+        cdef int64_t[::1] increments = self.batch_increments(costs, n)
+        cdef int64_t now_ns = seconds_to_ns(now, "now") if now is not None else clock_now_ns(self.clock_)
+        allowed = np.zeros(n, dtype=np.bool_)
+        retry = np.zeros(n, dtype=np.float64) if with_retry_after else None
+        cdef uint8_t[::1] allowed_view = allowed.view(np.uint8)
+        cdef double[::1] retry_view = retry if retry is not None else None
+        cdef int64_t[::1] handles
+        cdef int64_t* slots
+        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+            handles = np.ascontiguousarray(keys, dtype=np.int64)
+            self.decide_handles(handles, increments, now_ns, allowed_view, retry_view)
+        else:
+            slots = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
+            if slots == NULL:
+                raise MemoryError()
+            try:
+                self.decide_keys(keys, n, slots, increments, now_ns, allowed_view, retry_view)
+            finally:
+                free(slots)
+        return (allowed, retry) if with_retry_after else allowed
+
+    cdef int64_t[::1] batch_increments(self, object costs, Py_ssize_t n):
+        """Per-decision cost*T in ns, validated whole before anything changes; None for 1s."""
+        cdef double[::1] values
+        cdef int64_t[::1] increments
+        cdef Py_ssize_t i
+        if costs is None:
+            if self.emission_ns > self.tau_ns:
+                gcra_checked_cost_ns(1.0, self.emission_ns, self.tau_ns, self.burst_)
+            return None
+        values = np.ascontiguousarray(costs, dtype=np.float64).reshape(-1)
+        if values.shape[0] != n:
+            raise ValueError(f"keys and costs differ in length: {n} != {values.shape[0]}")
+        increments = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            increments[i] = gcra_cost_ns(values[i], self.emission_ns, self.tau_ns, self.burst_)
+        return increments
+
+    cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] increments,
+                            int64_t now_ns, uint8_t[::1] allowed,
+                            double[::1] retry) except -1:
+        cdef Py_ssize_t i, n = handles.shape[0], used = self.slots_used
+        # No key may leave the table between validating the handles and deciding.
+        fc_atomic_add_i64(&self.batches_in_flight, 1)
+        try:
+            for i in range(n):
+                if keytable_handle_slot(self, handles[i], used) < 0:
+                    raise IndexError(f"handle {handles[i]} at position {i} is unknown or stale "
+                                     "(its key left the table): call handle(key) again")
+            with nogil:
+                self.decide_range(&handles[0] if n else NULL, KEYTABLE_SLOT_MASK, n,
+                                  &increments[0] if increments is not None else NULL,
+                                  now_ns, &allowed[0] if n else NULL,
+                                  &retry[0] if retry is not None else NULL)
+        finally:
+            fc_atomic_add_i64(&self.batches_in_flight, -1)
+        return 0
+
+    cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots,
+                         int64_t[::1] increments, int64_t now_ns, uint8_t[::1] allowed,
+                         double[::1] retry) except -1:
+        """Resolve keys to slots (hashing every key before any insert), then decide.
+
+        Decisions resolved so far are made before any key could leave a full table, so an
+        eviction never recycles a slot that a pending decision still names.
+        """
+        cdef Py_ssize_t i, start = 0
+        cdef list key_list = list(keys)
+        cdef Py_hash_t[::1] hashes = np.empty(n, dtype=np.intp)
+        cdef Py_hash_t h
+        cdef Py_ssize_t s
+        for i in range(n):
+            hashes[i] = PyObject_Hash(key_list[i])
+        for i in range(n):
+            key = key_list[i]
+            h = hashes[i]
+            s = keytable_lookup(self, key, h)
+            if s >= 0:
+                keytable_touch(self, s)
+            else:
+                if self.live >= self.max_keys_ and i > start:
+                    self.decide_pending(slots, increments, start, i, now_ns, allowed, retry)
+                    start = i
+                s = self.insert(key, h, now_ns)
+            slots[i] = s
+        self.decide_pending(slots, increments, start, n, now_ns, allowed, retry)
+        return 0
+
+    cdef int decide_pending(self, int64_t* slots, int64_t[::1] increments, Py_ssize_t start,
+                            Py_ssize_t stop, int64_t now_ns, uint8_t[::1] allowed,
+                            double[::1] retry) except -1:
+        if stop <= start:
+            return 0
+        fc_atomic_add_i64(&self.batches_in_flight, 1)
+        try:
+            with nogil:
+                self.decide_range(slots + start, -1, stop - start,
+                                  &increments[start] if increments is not None else NULL,
+                                  now_ns, &allowed[start],
+                                  &retry[start] if retry is not None else NULL)
+        finally:
+            fc_atomic_add_i64(&self.batches_in_flight, -1)
+        return 0
+
+    cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
+                           Py_ssize_t n, const int64_t* increments, int64_t now_ns,
+                           uint8_t* allowed, double* retry) noexcept nogil:
+        """The batch kernel: one GCRA decision per entry, lock-free (CAS per TAT).
+
+        Entries are slots (slot_mask -1) or handles (slot_mask 0xFFFFFFFF keeps the slot bits,
+        i.e. handle % 2**32); a negative slot is a new key denied for room.
+        """
+        cdef Py_ssize_t i, s
+        cdef int64_t increment_ns = self.emission_ns, tat_after_ns, wait_ns
+        cdef int64_t tau_ns = self.tau_ns
+        for i in range(n):
+            s = slots_or_handles[i]
+            if increments != NULL:
+                increment_ns = increments[i]
+            if s < 0:
+                allowed[i] = 0
+                if retry != NULL:
+                    wait_ns = self.idle_not_before_ns - now_ns
+                    retry[i] = (1 if wait_ns < 1 else min(wait_ns, tau_ns)) / 1e9
+                continue
+            s &= slot_mask
+            if gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, tau_ns, now_ns,
+                          &tat_after_ns):
+                allowed[i] = 1
+                keytable_note_idle_at(self, tat_after_ns)
+            elif retry != NULL:
+                retry[i] = (tat_after_ns + increment_ns - tau_ns - now_ns) / 1e9
+
+    @property
+    def rate(self):
+        """The rate as given (tokens per second, or the rate string)."""
+        return self.rate_
+
+    @property
+    def burst(self):
+        """The capacity of each key's bucket in tokens."""
+        return self.burst_
+
+    @property
+    def emission_ns(self):
+        """The emission interval T in whole ns (1/rate rounded up)."""
+        return self.emission_ns
+
+    @property
+    def tau_ns(self):
+        """The tolerance tau = floor(burst * T) in ns."""
+        return self.tau_ns
+
+    def __repr__(self):
+        return (f"KeyedTokenBucket(rate={self.rate_!r}, burst={self.burst_!r}, "
+                f"max_keys={self.max_keys_}, on_full={self.on_full!r}, keys={self.live})")

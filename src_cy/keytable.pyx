@@ -1,0 +1,370 @@
+"""Bounded key -> slot table shared by the keyed limiters (see keytable.pxd for the layout)."""
+from cpython.object cimport PyObject_Hash
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.stdint cimport INT64_MAX, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memset
+from posix.unistd cimport usleep
+
+from fastcore._core.atomic cimport fc_atomic_load_i64
+from fastcore._core.clock cimport clock_now_ns, clock_resolve
+from fastcore._core.debug cimport FASTCORE_DEBUG
+
+from fastcore.errors import FastcoreError
+
+_ON_FULL = {"evict": KEYTABLE_ON_FULL_EVICT, "deny": KEYTABLE_ON_FULL_DENY}
+# Slots are int32 and handles carry the slot in 32 bits.
+_MAX_KEYS_LIMIT = (1 << 31) - 1
+
+
+cdef class KeyTable:
+    """Base of the keyed limiters: a bounded table of keys, each with a slot of state.
+
+    Not used directly: ``KeyedTokenBucket``, ``SlidingWindowCounter`` and ``SlidingWindow``
+    derive from it and share its protocol (``len``, ``in``, ``handle``, ``evictions``...).
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self.slots = NULL
+        self.index = NULL
+        self.state_pages = NULL
+        self.free_slot = -1
+        self.lru_head = -1
+        self.lru_tail = -1
+        self.idle_not_before_ns = INT64_MAX
+
+    cdef int keytable_init(self, object max_keys, object on_full, object clock,
+                           Py_ssize_t state_bytes) except -1:
+        """Validate everything first, then allocate: a bad argument leaves nothing behind."""
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int):
+            raise TypeError(f"max_keys must be an int, got {max_keys!r}")
+        if not 1 <= max_keys <= _MAX_KEYS_LIMIT:
+            raise ValueError(f"max_keys must be between 1 and {_MAX_KEYS_LIMIT}, got {max_keys}")
+        if on_full not in _ON_FULL:
+            raise ValueError(f"on_full must be 'evict' or 'deny', got {on_full!r}")
+        cdef Clock resolved = clock_resolve(clock)
+        if self.slots != NULL:
+            raise TypeError(f"{type(self).__name__} is already initialised")
+        self.clock_ = resolved
+        self.max_keys_ = max_keys
+        self.on_full_policy = _ON_FULL[on_full]
+        self.state_stride = sizeof(uint64_t) + state_bytes
+        cdef Py_ssize_t pages = (self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT
+        self.state_pages = <char**>calloc(pages, sizeof(char*))
+        self.slot_capacity = min(<Py_ssize_t>KEYTABLE_MIN_CAPACITY, self.max_keys_)
+        self.slots = <KeySlot*>calloc(self.slot_capacity, sizeof(KeySlot))
+        self.index_shift = 59                   # 32 buckets = 2 * KEYTABLE_MIN_CAPACITY
+        self.index_mask = 31
+        self.index = <int32_t*>malloc(32 * sizeof(int32_t))
+        if self.state_pages == NULL or self.slots == NULL or self.index == NULL:
+            raise MemoryError()
+        memset(self.index, 0xFF, 32 * sizeof(int32_t))   # every bucket -1 (empty)
+        return 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t s, p
+        if self.slots != NULL:
+            for s in range(self.slots_used):
+                Py_XDECREF(self.slots[s].key)
+            free(self.slots)
+        free(self.index)
+        if self.state_pages != NULL:
+            for p in range(self.pages_allocated):
+                free(self.state_pages[p])
+            free(self.state_pages)
+
+    # -- owner hooks (overridden by every limiter) -------------------------------------
+
+    cdef int64_t slot_idle_at_ns(self, Py_ssize_t s) noexcept nogil:
+        return 0
+
+    cdef void slot_reset(self, Py_ssize_t s) noexcept nogil:
+        pass
+
+    # -- growth --------------------------------------------------------------------------
+
+    cdef int grow_slots(self) except -1:
+        cdef Py_ssize_t capacity = min(self.slot_capacity * 2, self.max_keys_)
+        cdef KeySlot* grown = <KeySlot*>realloc(self.slots, capacity * sizeof(KeySlot))
+        if grown == NULL:
+            raise MemoryError()
+        memset(grown + self.slot_capacity, 0, (capacity - self.slot_capacity) * sizeof(KeySlot))
+        self.slots = grown
+        self.slot_capacity = capacity
+        return 0
+
+    cdef int ensure_page(self, Py_ssize_t s) except -1:
+        """Allocate the state page holding slot s; pages never move once allocated."""
+        cdef Py_ssize_t page = s >> KEYTABLE_PAGE_SHIFT
+        while self.pages_allocated <= page:
+            self.state_pages[self.pages_allocated] = <char*>calloc(
+                KEYTABLE_PAGE_MASK + 1, self.state_stride)
+            if self.state_pages[self.pages_allocated] == NULL:
+                raise MemoryError()
+            self.pages_allocated += 1
+        return 0
+
+    cdef int grow_index(self) except -1:
+        """Double the index and re-place every key (load factor back to <= 1/4)."""
+        cdef Py_ssize_t size = (self.index_mask + 1) * 2
+        cdef int32_t* grown = <int32_t*>malloc(size * sizeof(int32_t))
+        cdef Py_ssize_t s, i
+        if grown == NULL:
+            raise MemoryError()
+        memset(grown, 0xFF, size * sizeof(int32_t))
+        free(self.index)
+        self.index = grown
+        self.index_mask = size - 1
+        self.index_shift -= 1
+        for s in range(self.slots_used):
+            if self.slots[s].key != NULL:
+                i = keytable_bucket(self, self.slots[s].hash)
+                while self.index[i] >= 0:
+                    i = (i + 1) & self.index_mask
+                self.index[i] = <int32_t>s
+        return 0
+
+    # -- insertion and removal -------------------------------------------------------------
+
+    cdef Py_ssize_t find_or_insert(self, object key, int64_t now_ns) except -2:
+        """Slot of `key`, inserted fresh if absent and touched; -1 when denied for room."""
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        if s >= 0:
+            keytable_touch(self, s)
+            return s
+        return self.insert(key, h, now_ns)
+
+    cdef Py_ssize_t insert(self, object key, Py_hash_t h, int64_t now_ns) except -2:
+        """Insert an absent key with fresh state as most recently used; -1 when denied."""
+        cdef Py_ssize_t s, i
+        cdef KeySlot* slot
+        if self.live >= self.max_keys_ and not self.make_room(now_ns):
+            return -1
+        if (self.live + 1) * 2 > self.index_mask + 1:
+            self.grow_index()
+        if self.free_slot >= 0:
+            s = self.free_slot
+            self.free_slot = self.slots[s].older
+        else:
+            if self.slots_used == self.slot_capacity:
+                self.grow_slots()
+            s = self.slots_used
+            self.ensure_page(s)
+            self.slots_used += 1
+        slot = &self.slots[s]
+        Py_INCREF(key)
+        slot.key = <PyObject*>key
+        slot.hash = h
+        slot.newer = -1
+        slot.older = self.lru_head
+        if self.lru_head >= 0:
+            self.slots[self.lru_head].newer = <int32_t>s
+        else:
+            self.lru_tail = <int32_t>s
+        self.lru_head = <int32_t>s
+        i = keytable_bucket(self, h)
+        while self.index[i] >= 0:
+            i = (i + 1) & self.index_mask
+        self.index[i] = <int32_t>s
+        self.live += 1
+        keytable_generation(self, s)[0] += 1      # odd: occupied
+        self.slot_reset(s)
+        if FASTCORE_DEBUG:
+            self.check_invariants()
+        return s
+
+    cdef int remove_slot(self, Py_ssize_t s) except -1:
+        """Take slot s out of the index and the LRU list; its key is released last, once the
+        table is consistent, because releasing it may run arbitrary Python code."""
+        cdef KeySlot* slot = &self.slots[s]
+        cdef PyObject* key = slot.key
+        cdef Py_ssize_t i = keytable_bucket(self, slot.hash)
+        cdef Py_ssize_t j, home
+        while self.index[i] != s:
+            i = (i + 1) & self.index_mask
+        # Backward-shift deletion (linear probing, no tombstones): move later entries of the
+        # probe run into the hole unless their home bucket lies cyclically in (i, j].
+        j = i
+        while True:
+            j = (j + 1) & self.index_mask
+            if self.index[j] < 0:
+                break
+            home = keytable_bucket(self, self.slots[self.index[j]].hash)
+            if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+                continue
+            self.index[i] = self.index[j]
+            i = j
+        self.index[i] = -1
+        if slot.newer >= 0:
+            self.slots[slot.newer].older = slot.older
+        else:
+            self.lru_head = slot.older
+        if slot.older >= 0:
+            self.slots[slot.older].newer = slot.newer
+        else:
+            self.lru_tail = slot.newer
+        slot.key = NULL
+        keytable_generation(self, s)[0] += 1      # even: free; the key's handles go stale
+        slot.newer = -1
+        slot.older = self.free_slot
+        self.free_slot = <int32_t>s
+        self.live -= 1
+        if FASTCORE_DEBUG:
+            self.check_invariants()
+        Py_XDECREF(key)
+        return 0
+
+    cdef int check_invariants(self) except -1:
+        """Debug builds only: the index, the LRU list and the live count agree."""
+        cdef Py_ssize_t s, i, in_index = 0, in_lru = 0
+        for i in range(self.index_mask + 1):
+            if self.index[i] >= 0:
+                in_index += 1
+                assert self.slots[self.index[i]].key != NULL
+        s = self.lru_head
+        while s >= 0:
+            in_lru += 1
+            s = self.slots[s].older
+        assert in_index == in_lru == self.live <= self.max_keys_, (in_index, in_lru, self.live)
+        return 0
+
+    cdef int wait_for_batches(self) except -1:
+        """Block (without the GIL) until no nogil batch uses slot state: removal is safe."""
+        while fc_atomic_load_i64(&self.batches_in_flight) > 0:
+            with nogil:
+                while fc_atomic_load_i64(&self.batches_in_flight) > 0:
+                    usleep(50)
+        return 0
+
+    cdef int sweep_idle(self, int64_t now_ns) except -1:
+        """Drop every idle key and recompute idle_not_before_ns exactly."""
+        cdef Py_ssize_t s
+        cdef int64_t idle_at, earliest = INT64_MAX
+        self.wait_for_batches()
+        for s in range(self.slots_used):
+            if self.slots[s].key == NULL:
+                continue
+            idle_at = self.slot_idle_at_ns(s)
+            if idle_at <= now_ns:
+                self.remove_slot(s)
+            elif idle_at < earliest:
+                earliest = idle_at
+        self.idle_not_before_ns = earliest
+        self.full_inserts_since_sweep = 0
+        return 0
+
+    cdef bint sweep_due(self, int64_t now_ns) noexcept:
+        return (now_ns >= self.idle_not_before_ns
+                and self.full_inserts_since_sweep >= max(1, self.live >> 4))
+
+    cdef bint make_room(self, int64_t now_ns) except -1:
+        """Free one slot of a full table by the documented policy; False means deny."""
+        cdef Py_ssize_t s, probed
+        self.full_inserts_since_sweep += 1
+        if self.sweep_due(now_ns):
+            self.sweep_idle(now_ns)
+            if self.live < self.max_keys_:
+                return True
+        elif now_ns >= self.idle_not_before_ns:
+            s = self.lru_tail
+            for probed in range(KEYTABLE_LRU_PROBE):
+                if s < 0:
+                    break
+                if self.slot_idle_at_ns(s) <= now_ns:
+                    self.wait_for_batches()
+                    self.remove_slot(s)
+                    return True
+                s = self.slots[s].newer
+        if self.on_full_policy == KEYTABLE_ON_FULL_DENY:
+            return False
+        self.wait_for_batches()
+        self.remove_slot(self.lru_tail)
+        self.evictions_ += 1
+        return True
+
+    cdef bint room_available(self, int64_t now_ns):
+        """Whether an insert now would get a slot (what make_room would decide, read-only)."""
+        cdef Py_ssize_t s, probed
+        if self.live < self.max_keys_ or self.on_full_policy == KEYTABLE_ON_FULL_EVICT:
+            return True
+        if now_ns < self.idle_not_before_ns:
+            return False
+        if self.full_inserts_since_sweep + 1 >= max(1, self.live >> 4):
+            for s in range(self.slots_used):
+                if self.slots[s].key != NULL and self.slot_idle_at_ns(s) <= now_ns:
+                    return True
+            return False
+        s = self.lru_tail
+        for probed in range(KEYTABLE_LRU_PROBE):
+            if s < 0:
+                break
+            if self.slot_idle_at_ns(s) <= now_ns:
+                return True
+            s = self.slots[s].newer
+        return False
+
+    cdef int clear_all(self) except -1:
+        cdef Py_ssize_t s
+        self.wait_for_batches()
+        for s in range(self.slots_used):
+            if self.slots[s].key != NULL:
+                self.remove_slot(s)
+        self.idle_not_before_ns = INT64_MAX
+        self.full_inserts_since_sweep = 0
+        return 0
+
+    # -- Python protocol shared by every keyed limiter ----------------------------------------
+
+    def handle(self, key):
+        """The integer handle of ``key`` (inserted with fresh state if absent).
+
+        Handles feed ``acquire_many`` without hashing. A handle stays valid while its key
+        stays in the table; once the key is dropped (idle and the table full), evicted or
+        reset, the handle is stale and ``acquire_many`` raises ``IndexError``: ask again.
+        Raises ``TypeError`` for an unhashable key and ``FastcoreError`` when the table is
+        full of live keys and ``on_full="deny"``.
+        """
+        cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        if s < 0:
+            s = self.insert(key, h, now_ns)
+            if s < 0:
+                raise FastcoreError(
+                    f"cannot add key {key!r}: all {self.max_keys_} keys are live and on_full='deny'")
+            keytable_note_idle_at(self, self.slot_idle_at_ns(s))
+        return keytable_handle(self, s)
+
+    def __len__(self):
+        return self.live
+
+    def __contains__(self, key):
+        return keytable_lookup(self, key, PyObject_Hash(key)) >= 0
+
+    @property
+    def max_keys(self):
+        """The most keys the limiter holds at once."""
+        return self.max_keys_
+
+    @property
+    def on_full(self):
+        """What happens when every key is live: "evict" (LRU) or "deny" (new keys)."""
+        return "deny" if self.on_full_policy == KEYTABLE_ON_FULL_DENY else "evict"
+
+    @property
+    def evictions(self):
+        """How many live keys were evicted to make room (idle keys dropped are not counted)."""
+        return self.evictions_
+
+    @property
+    def clock(self):
+        """The clock the limiter reads."""
+        return self.clock_
+
+    def memory_bytes(self):
+        """Bytes of C memory the table holds (slots, index, state pages), keys excluded."""
+        return (self.slot_capacity * sizeof(KeySlot)
+                + (self.index_mask + 1) * sizeof(int32_t)
+                + self.pages_allocated * (KEYTABLE_PAGE_MASK + 1) * self.state_stride
+                + ((self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT) * sizeof(char*))
