@@ -89,7 +89,7 @@ cdef class Intent:
 cdef class Lookup:
     cdef readonly object state
     cdef readonly object value
-    cdef readonly object age
+    cdef double age_s               # a float object is made only when .age is read
     cdef readonly bint negative
     # Set only by _probe: the XFetch rule says refresh this FRESH entry now.
     cdef readonly bint _refresh

@@ -226,6 +226,11 @@ cdef class Lookup:
     ``age`` (seconds since stored plus the upstream ``Age``; ``None`` on a MISS) and
     ``negative`` (a cached "not found")."""
 
+    @property
+    def age(self):
+        """Seconds since the entry was stored plus its upstream ``Age``; None on a MISS."""
+        return None if self.state is _MISS else self.age_s
+
     def __repr__(self):
         return (f"Lookup(state={self.state!s}, value={self.value!r}, age={self.age!r}, "
                 f"negative={self.negative!r})")
@@ -373,7 +378,7 @@ cdef class SemanticCacheCore:
         cdef Lookup r = Lookup.__new__(Lookup)
         r.state = _FRESH if state == SEM_FRESH else _STALE
         r.value = e.value
-        r.age = (now_ns - e.stored_ns + e.age_ns) / 1e9     # correctly rounded, unlike * 1e-9
+        r.age_s = (now_ns - e.stored_ns + e.age_ns) / 1e9     # correctly rounded, unlike * 1e-9
         r.negative = e.negative
         return r
 
@@ -388,7 +393,7 @@ cdef class SemanticCacheCore:
             cache.set("k", 1, Freshness(60))
             cache.lookup("k").state      # CacheState.FRESH
         """
-        cdef Intent it = self._resolve(intent)
+        cdef Intent it = self.default_intent if intent is None else self._resolve(intent)
         cdef int64_t now_ns = clock_now_ns(self.clock)
         cdef object found = self._map.get(key)
         cdef _Entry e
