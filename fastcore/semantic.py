@@ -105,7 +105,7 @@ class SemanticCache(SemanticCacheCore):
             if leader:
                 flight = self._flights[key] = _Flight()
         if not leader:
-            self._count("coalesced")
+            self._count("coalesced_waits")
             flight.event.wait()
         else:
             again = self._probe(key, intent, False)
@@ -175,7 +175,7 @@ class SemanticCache(SemanticCacheCore):
             if task is None:
                 task = self._start_async(key, aloader)
             else:
-                self._count("coalesced")
+                self._count("coalesced_waits")
             error, value = await asyncio.shield(task)
             if error is None:
                 return value

@@ -6,15 +6,16 @@
 # inserted except for its SIEVE `visited` bit and queue links, so a lookup racing a writer
 # reads either the old or the new entry, never a mix.
 #
-# State layout, per entry (one _Entry object, ~136 bytes + the dict slot ~24 bytes):
+# State layout, per entry: one _Entry object of 128 bytes + 16 of GC header, plus its dict
+# slot; measured with tracemalloc: 182 bytes per entry at 100,000 entries (keys not counted).
+#   PyObject header                                                         16 B
 #   key, value                   2 object refs                              16 B
 #   stored_ns, fresh_until_ns    int64: when stored, stored + max_age       16 B
 #   swr_ns, sie_ns               int64 stale windows (RFC 5861)             16 B
 #   keep_until_ns                int64: no configured intent can use it after this    8 B
 #   age_ns, delta_ns, weight     int64: Age at store, last load time (XFetch), size  24 B
-#   must_revalidate, negative, visited   bint                               12 B
+#   must_revalidate, negative, visited   bint (int)                         16 B (padded)
 #   newer, older                 2 refs: the SIEVE FIFO queue               16 B
-#   + the object header (PyObject + GC head)                                32 B
 #
 # Rules (a = now - stored_ns; I = the lookup's intent), exactly as issue 4 states them:
 #   FRESH  while a < max_age                       <=> now < fresh_until_ns

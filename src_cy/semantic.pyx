@@ -683,14 +683,14 @@ cdef class SemanticCacheCore:
             self._loads += 1
         elif what == "load_errors":
             self._load_errors += 1
-        elif what == "coalesced":
+        elif what == "coalesced_waits":
             self._coalesced += 1
         else:
             raise ValueError(what)
 
     def stats(self):
         """Counters since construction: hits, stale_hits, misses, loads, load_errors,
-        evictions, coalesced (callers that waited for another caller's load), plus len,
+        evictions, coalesced_waits (callers that waited for another caller's load), plus len,
         currsize and maxsize."""
         return {
             "hits": self._hits,
@@ -699,7 +699,7 @@ cdef class SemanticCacheCore:
             "loads": self._loads,
             "load_errors": self._load_errors,
             "evictions": self._evictions,
-            "coalesced": self._coalesced,
+            "coalesced_waits": self._coalesced,
             "len": len(self._map),
             "currsize": self.currsize,
             "maxsize": self.maxsize,

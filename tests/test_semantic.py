@@ -205,7 +205,7 @@ def test_strict_intent_joins_the_background_refresh():
         target=lambda: result.append(cache.get_or_load("k", lambda k: "other",
                                                        intent="verify")))
     waiter.start()
-    wait_until(lambda: cache.stats()["coalesced"] == 1)
+    wait_until(lambda: cache.stats()["coalesced_waits"] == 1)
     executor.run_all()
     waiter.join()
     assert result == ["new"]
@@ -294,7 +294,7 @@ def test_single_flight_threads(threads):
 
     def loader(key):
         calls.append(key)
-        wait_until(lambda: cache.stats()["coalesced"] == threads - 1)
+        wait_until(lambda: cache.stats()["coalesced_waits"] == threads - 1)
         return object()
 
     def worker():
@@ -320,7 +320,7 @@ def test_single_flight_error_reaches_every_waiter():
 
     def loader(key):
         calls.append(key)
-        wait_until(lambda: cache.stats()["coalesced"] == threads - 1)
+        wait_until(lambda: cache.stats()["coalesced_waits"] == threads - 1)
         raise LookupError("no such key")
 
     def worker():
@@ -353,7 +353,7 @@ def test_single_flight_asyncio_tasks():
             return [key]
 
         tasks = [asyncio.create_task(cache.aget_or_load("k", loader)) for _ in range(tasks_n)]
-        while cache.stats()["coalesced"] < tasks_n - 1:
+        while cache.stats()["coalesced_waits"] < tasks_n - 1:
             await asyncio.sleep(0)        # a yield to the loop, not a timed wait
         release.set()
         results = await asyncio.gather(*tasks)
@@ -363,7 +363,7 @@ def test_single_flight_asyncio_tasks():
         return cache.stats()
 
     stats = asyncio.run(main())
-    assert (stats["loads"], stats["coalesced"]) == (1, tasks_n - 1)
+    assert (stats["loads"], stats["coalesced_waits"]) == (1, tasks_n - 1)
 
 
 def test_asyncio_error_fallback_and_cancelled_caller():
@@ -392,7 +392,7 @@ def test_asyncio_error_fallback_and_cancelled_caller():
         return cache.stats()
 
     stats = asyncio.run(main())
-    assert (stats["loads"], stats["load_errors"], stats["coalesced"]) == (1, 1, 2)
+    assert (stats["loads"], stats["load_errors"], stats["coalesced_waits"]) == (1, 1, 2)
 
 
 def test_asyncio_stale_while_revalidate_one_task_per_key():
