@@ -44,11 +44,6 @@ class ManualExecutor:
             fn(*args)
 
 
-@pytest.fixture
-def clock():
-    return ManualClock(1000)
-
-
 def make(clock, **kwargs):
     kwargs.setdefault("default", Freshness(60, 30, 300))
     kwargs.setdefault("intents", [Intent("context", max_staleness=600),

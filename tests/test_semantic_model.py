@@ -5,18 +5,13 @@ membership answer, and after every step the stored keys in queue order, currsize
 counters must agree.
 """
 
-import sys
-from pathlib import Path
-
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import fastcore
 from fastcore import Freshness, Intent, ManualClock, SemanticCache
-
-sys.path.insert(0, str(Path(__file__).parent))
-from model.semantic import SemanticModel  # noqa: E402
+from model.semantic import SemanticModel
 
 INTENTS = {
     "default": (0, True, True),
@@ -132,6 +127,6 @@ class SemanticMachine(RuleBasedStateMachine):
             assert stats[name] == count, name
 
 
-SemanticMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
-                                             deadline=None)
+# Example counts come from the hypothesis profile (tests/conftest.py).
+SemanticMachine.TestCase.settings = settings(deadline=None)
 TestSemanticModel = SemanticMachine.TestCase
