@@ -2,9 +2,9 @@
 #
 # Promise: lookup(key, intent) answers FRESH, STALE (usable for this intent) or MISS from
 # integer-ns state with one clock read, no Python call and no lock on a hit. Writers (set,
-# delete, eviction, dropping a dead entry) hold one PyMutex; an entry is immutable once
-# inserted except for its SIEVE `visited` bit and queue links, so a lookup racing a writer
-# reads either the old or the new entry, never a mix.
+# delete, eviction, dropping a dead entry) hold one PyMutex. An overwrite updates the entry
+# in place with no Python code between its field writes; lookups hold the GIL too, so a
+# lookup racing a writer reads all old or all new fields, never a mix.
 #
 # State layout, per entry: one _Entry object of 128 bytes + 16 of GC header, plus its dict
 # slot; measured with tracemalloc: 182 bytes per entry at 100,000 entries (keys not counted).
@@ -41,12 +41,13 @@
 # Eviction: SIEVE (Zhang et al., NSDI 2024). A hit sets `visited` (one store, no list
 # move). To make room the hand walks from the oldest entry toward the newest, clearing
 # `visited` bits, and evicts the first entry that is unvisited or dead; it wraps to the
-# oldest. New entries enter at the head unvisited; an overwrite re-enters at the head and
-# keeps the old entry's bit. On skewed traffic SIEVE keeps popular keys like LRU does without
+# oldest. New entries enter at the head unvisited; an overwrite keeps the entry's place and
+# bit (if it grew, the hand skips it while making room). On skewed traffic SIEVE keeps popular keys like LRU does without
 # moving them on every hit, and beats LRU's hit ratio (README: "SemanticCache").
 #
 # Cost: lookup hit = one dict probe + ~10 integer compares + one Lookup from a freelist.
-#   set = getsizeof (optional) + one lock + one dict store + amortised O(1) hand steps.
+#   set = getsizeof (optional) + one lock + one dict probe (+ one store and one allocation
+#   for a new key) + amortised O(1) hand steps.
 #
 # Worked example: Freshness(max_age=60, stale_while_revalidate=30, stale_if_error=300),
 # stored at t=1000 s, intents {"default": Intent("default"),
@@ -184,5 +185,5 @@ cdef class SemanticCacheCore:
     cdef object _insert(self, object key, object value, Freshness f, bint negative,
                         int64_t delta_ns)
     cdef void _unlink(self, _Entry e) noexcept
-    cdef _Entry _evict_one(self, int64_t now_ns)
+    cdef _Entry _evict_one(self, int64_t now_ns, _Entry spare)
     cdef int _drop_dead(self, object key, _Entry e) except -1

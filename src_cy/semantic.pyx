@@ -280,6 +280,21 @@ cdef class _Entry:
     pass
 
 
+cdef inline void _entry_fill(_Entry e, int64_t now_ns, Freshness f, bint negative,
+                             int64_t delta_ns, int64_t weight, int64_t keep_ns) noexcept:
+    """Every C field of an entry stored at ``now_ns`` (no Python code runs here)."""
+    e.stored_ns = now_ns
+    e.fresh_until_ns = now_ns + f.max_age_ns
+    e.swr_ns = f.stale_while_revalidate_ns
+    e.sie_ns = f.stale_if_error_ns
+    e.keep_until_ns = e.fresh_until_ns + keep_ns
+    e.age_ns = f.age_ns
+    e.delta_ns = delta_ns
+    e.weight = weight
+    e.must_revalidate = f.must_revalidate
+    e.negative = negative or f.negative
+
+
 cdef class SemanticCacheCore:
     """The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction."""
 
@@ -501,43 +516,49 @@ cdef class SemanticCacheCore:
 
     cdef object _insert(self, object key, object value, Freshness f, bint negative,
                         int64_t delta_ns):
-        """Store one entry (or only remove the old one when it would be dead at once)."""
+        """Store one entry, overwriting in place; an entry that would be dead at once is not
+        stored (and replaces, i.e. removes, the old one)."""
         hash(key)
         cdef int64_t weight = self._weigh(value)
         cdef int64_t now_ns = clock_now_ns(self.clock)
-        cdef _Entry e = _Entry.__new__(_Entry)
         cdef int64_t keep = 0
-        cdef list released = []      # dropped entries die after the lock is released
-        e.key = key
-        e.value = value
-        e.stored_ns = now_ns
-        e.fresh_until_ns = now_ns + f.max_age_ns
-        e.swr_ns = f.stale_while_revalidate_ns
-        e.sie_ns = f.stale_if_error_ns
-        e.age_ns = f.age_ns
-        e.delta_ns = delta_ns
-        e.weight = weight
-        e.must_revalidate = f.must_revalidate
-        e.negative = negative or f.negative
+        cdef _Entry e
+        cdef list released = []      # what dies here is released after the lock
         if not f.must_revalidate:
             keep = self._keep_staleness_ns
-            if self._any_swr and e.swr_ns > keep:
-                keep = e.swr_ns
-            if self._any_soe and e.sie_ns > keep:
-                keep = e.sie_ns
-        e.keep_until_ns = e.fresh_until_ns + keep
+            if self._any_swr and f.stale_while_revalidate_ns > keep:
+                keep = f.stale_while_revalidate_ns
+            if self._any_soe and f.stale_if_error_ns > keep:
+                keep = f.stale_if_error_ns
+        cdef bint dead = keep + f.max_age_ns == 0
         with self._lock:
-            old = self._map.get(key)
-            if old is not None:
-                e.visited = (<_Entry>old).visited
-                self._unlink(<_Entry>old)
-                del self._map[key]
-                self.currsize -= (<_Entry>old).weight
-                released.append(old)
-            if now_ns >= e.keep_until_ns:
+            found = self._map.get(key)
+            if found is not None:
+                e = <_Entry>found
+                if dead:
+                    self._unlink(e)
+                    del self._map[key]
+                    self.currsize -= e.weight
+                    released.append(e)
+                    return None
+                # In place: the C fields first, the value last, and no Python code between
+                # them (the old value is kept alive in `released`), so a lookup, which also
+                # holds the GIL, sees all old or all new fields. Queue slot and visited bit stay.
+                released.append(e.value)
+                self.currsize += weight - e.weight
+                _entry_fill(e, now_ns, f, negative, delta_ns, weight, keep)
+                e.value = value
+                while self.currsize > self.maxsize:
+                    released.append(self._evict_one(now_ns, e))
+                return None
+            if dead:
                 return None
             while self.currsize + weight > self.maxsize:
-                released.append(self._evict_one(now_ns))
+                released.append(self._evict_one(now_ns, None))
+            e = _Entry.__new__(_Entry)
+            _entry_fill(e, now_ns, f, negative, delta_ns, weight, keep)
+            e.key = key
+            e.value = value
             e.older = self._head
             if self._head is not None:
                 self._head.newer = e
@@ -562,11 +583,13 @@ cdef class SemanticCacheCore:
         e.newer = None
         e.older = None
 
-    cdef _Entry _evict_one(self, int64_t now_ns):
-        """SIEVE: the first unvisited or dead entry from the hand toward the head."""
+    cdef _Entry _evict_one(self, int64_t now_ns, _Entry spare):
+        """SIEVE: the first unvisited or dead entry from the hand toward the head, never
+        ``spare`` (an entry growing in place; the others outweigh the excess, so one is found)."""
         cdef _Entry o = self._hand if self._hand is not None else self._tail
-        while o.visited and now_ns < o.keep_until_ns:
-            o.visited = False
+        while o is spare or (o.visited and now_ns < o.keep_until_ns):
+            if o is not spare:
+                o.visited = False
             o = o.newer if o.newer is not None else self._tail
         self._hand = o.newer
         self._unlink(o)

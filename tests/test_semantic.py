@@ -457,11 +457,22 @@ def test_sieve_eviction_order(clock):
     assert cache.keys() == ["a", "d", "e"]
     cache.lookup("d")
     cache.lookup("e")
-    cache.set("a", "A")                   # an overwrite re-enters as newest
-    assert cache.keys() == ["d", "e", "a"]
-    cache.set("f", "f")                   # hand (after c) is d: clear d, e; evict a
+    cache.set("a", "A")                   # an overwrite keeps its place (and clear bit)
+    assert cache.keys() == ["a", "d", "e"]
+    cache.set("f", "f")                   # hand (after c) is d: clear d, e; wrap; evict a
     assert cache.keys() == ["d", "e", "f"]
     assert cache.stats()["evictions"] == 3
+
+
+def test_growing_overwrite_evicts_others_never_itself(clock):
+    cache = SemanticCache(10, clock=clock, getsizeof=len)
+    for k in "abc":
+        cache.set(k, "xxx")               # currsize 9
+    cache.lookup("c")
+    # 9 - 3 + 8 = 14 > 10: the hand skips a, evicts b (11 > 10), clears c, wraps past a
+    # and evicts c (8).
+    cache.set("a", "x" * 8)
+    assert (cache.keys(), cache.currsize, cache.stats()["evictions"]) == (["a"], 8, 2)
 
 
 def test_sieve_evicts_a_dead_entry_even_if_visited(clock):

@@ -16,7 +16,7 @@ Rules (a = now - stored):
 Eviction (SIEVE): the hand starts at the oldest entry, walks toward the newest clearing
 visited bits and evicts the first unvisited or dead entry; the hand then points at the next
 newer entry (None: start again from the oldest). New entries enter as newest; an overwrite
-removes the old entry first and keeps its visited bit.
+keeps the key's place and visited bit, and the hand passes over it while making room.
 """
 
 from fractions import Fraction
@@ -136,23 +136,30 @@ class SemanticModel:
         e = Entry(value, now, ns(max_age), ns(swr), ns(sie), must, negative or f_negative,
                   ns(age), weight)
         if key in self.entries:
+            if self.dead(e, now):
+                self.remove(key)
+                return
             e.visited = self.entries[key].visited
-            self.remove(key)
+            self.entries[key] = e            # same place in the queue
+            while self.currsize() > self.maxsize:
+                self.evict(now, spare=key)
+            return
         if self.dead(e, now):
             return
-        while sum(x.weight for x in self.entries.values()) + weight > self.maxsize:
+        while self.currsize() + weight > self.maxsize:
             self.evict(now)
         self.entries[key] = e
         self.queue.append(key)
 
-    def evict(self, now):
+    def evict(self, now, spare=None):
         i = self.queue.index(self.hand) if self.hand is not None else 0
         while True:
             key = self.queue[i]
-            e = self.entries[key]
-            if not e.visited or self.dead(e, now):
-                break
-            e.visited = False
+            if key != spare:
+                e = self.entries[key]
+                if not e.visited or self.dead(e, now):
+                    break
+                e.visited = False
             i = (i + 1) % len(self.queue)
         self.hand = self.queue[i + 1] if i + 1 < len(self.queue) else None
         self.queue.pop(i)
