@@ -1,10 +1,12 @@
 """SemanticCache workloads: ``lookup`` against the TTL caches of the peers and a dict floor.
 
-Groups (one ``operation`` each): get hit on one hot key, get hit round robin over ``keys``
-keys, get miss, set overwrite, set insert with eviction (a full cache of ``keys`` entries),
-and ``get_or_load`` hit. SemanticCache runs on the system monotonic clock (the default),
-on ``CoarseClock`` and on ``ManualClock`` (the algorithm without a clock read); peers use
-their defaults. Keys are pre-generated strings; inserts use fresh integers.
+Groups (one ``operation`` each, prefixed ``semantic:`` so they never merge with the
+TTLCache groups of the same names, whose peer rows would then appear twice): get hit on
+one hot key, get hit round robin over ``keys`` keys, get miss, set overwrite, set insert
+with eviction (a full cache of ``keys`` entries), and ``get_or_load`` hit. SemanticCache
+runs on the system monotonic clock (the default), on ``CoarseClock`` and on ``ManualClock``
+(the algorithm without a clock read); peers use their defaults. Keys are pre-generated
+strings; inserts use fresh integers.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def _get_or_load_workload(keys: list) -> Workload:
             for key in sequence:
                 get_or_load(key, loader)
         return run
-    return Workload(STRUCTURE, "SemanticCache.get_or_load hit (hot key)",
+    return Workload(STRUCTURE, "semantic: get_or_load hit (hot key)",
                     "fastcore.SemanticCache", setup, OPS)
 
 
@@ -136,13 +138,13 @@ def workloads(keys: int, batch: int) -> list:
                                  itertools.repeat(1)), 0)
 
     return (
-        _group("get hit (hot key)", hot, None, lambda get, store: _loop(get, hot_sequence))
-        + _group(f"get hit ({keys:,} keys round robin)", names, keys,
+        _group("semantic: get hit (hot key)", hot, None, lambda get, store: _loop(get, hot_sequence))
+        + _group(f"semantic: get hit ({keys:,} keys round robin)", names, keys,
                  lambda get, store: _loop(get, round_robin))
-        + _group(f"get miss ({keys:,} keys)", names, keys,
+        + _group(f"semantic: get miss ({keys:,} keys)", names, keys,
                  lambda get, store: _loop(get, absent))
-        + _group(f"set overwrite ({keys:,} keys)", names, keys,
+        + _group(f"semantic: set overwrite ({keys:,} keys)", names, keys,
                  lambda get, store: _loop2(store, overwrite, values))
-        + _group(f"set insert with eviction ({keys:,} keys)", names, keys, insert_run)
+        + _group(f"semantic: set insert with eviction ({keys:,} keys)", names, keys, insert_run)
         + [_get_or_load_workload(hot)]
     )
