@@ -412,6 +412,17 @@ def test_asyncio_stale_while_revalidate_one_task_per_key():
     asyncio.run(main())
 
 
+def test_asyncio_accepts_a_plain_loader_and_loaded(clock):
+    async def main():
+        cache = make(clock)
+        assert await cache.aget_or_load("a", lambda key: key.upper()) == "A"
+        assert await cache.aget_or_load(
+            "b", lambda key: Loaded(None, Freshness(5, negative=True))) is None
+        return cache.lookup("a").value, cache.lookup("b").negative, cache.stats()["loads"]
+
+    assert asyncio.run(main()) == ("A", True, 2)
+
+
 # -- memoize ----------------------------------------------------------------------------------
 
 def test_memoize_sync_and_async(clock):
