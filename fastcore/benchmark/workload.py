@@ -11,11 +11,12 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["Workload", "Timing", "measure", "peer_version", "PeerMissing"]
+__all__ = ["Workload", "Timing", "measure", "measure_threads", "peer_version", "PeerMissing"]
 
 
 class PeerMissing(Exception):
@@ -50,11 +51,16 @@ class Workload:
 
 @dataclass
 class Timing:
-    """ns per operation over the timed rounds of one workload."""
+    """ns per operation over the timed rounds of one workload.
+
+    With ``threads > 1`` each sample is wall time divided by the operations of all threads:
+    the aggregate cost, so ``ops_per_s`` is the aggregate throughput.
+    """
 
     workload: Workload
     samples_ns: list = field(default_factory=list)
     memory_bytes: Optional[int] = None
+    threads: int = 1
 
     @property
     def median_ns(self) -> float:
@@ -62,11 +68,14 @@ class Timing:
 
     @property
     def spread(self) -> float:
-        """Relative interquartile range of the rounds: how noisy this figure is."""
-        if len(self.samples_ns) < 4:
+        """Relative interquartile range of the rounds (the full range below 4 rounds, where
+        quartiles mean nothing): how noisy this figure is."""
+        if not self.median_ns:
             return 0.0
+        if len(self.samples_ns) < 4:
+            return (max(self.samples_ns) - min(self.samples_ns)) / self.median_ns
         q1, _, q3 = statistics.quantiles(self.samples_ns, n=4)
-        return (q3 - q1) / self.median_ns if self.median_ns else 0.0
+        return (q3 - q1) / self.median_ns
 
     @property
     def ops_per_s(self) -> float:
@@ -81,24 +90,30 @@ def peer_version(distribution: str) -> str:
         raise PeerMissing(f"{distribution} is not installed (pip install 'fastcore-edge[bench]')")
 
 
-def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05) -> Timing:
-    """Time ``workload``: ``rounds`` rounds of at least ``round_time`` seconds each.
-
-    Garbage collection stays on (as in production) but runs once before timing starts.
-    """
-    if workload.peer:
-        peer_version(workload.peer)
-    run = workload.setup()
-    run()  # warm caches and lazily built state
+def _calibrate(run: Callable[[], object], round_time: float) -> int:
+    """Calls of ``run`` per round so that one round lasts about ``round_time`` seconds."""
     calls = 1
-    while True:  # calibrate: calls per round so a round lasts about round_time
+    while True:
         start = time.perf_counter_ns()
         for _ in range(calls):
             run()
         elapsed = time.perf_counter_ns() - start
         if elapsed >= round_time * 1e9 or calls >= 1 << 20:
-            break
+            return calls
         calls = max(calls * 2, int(calls * round_time * 1e9 / max(elapsed, 1)))
+
+
+def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05) -> Timing:
+    """Time ``workload``: ``rounds`` rounds of at least ``round_time`` seconds each.
+
+    Garbage collection stays on (as in production) but runs once before timing starts.
+    Raises ``PeerMissing`` when the workload's peer is not installed.
+    """
+    if workload.peer:
+        peer_version(workload.peer)
+    run = workload.setup()
+    run()  # warm caches and lazily built state
+    calls = _calibrate(run, round_time)
     timing = Timing(workload)
     gc.collect()
     for _ in range(rounds):
@@ -107,6 +122,65 @@ def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05) ->
             run()
         elapsed = time.perf_counter_ns() - start
         timing.samples_ns.append(elapsed / (calls * workload.ops))
+    if workload.memory is not None:
+        timing.memory_bytes = workload.memory(run)
+    return timing
+
+
+def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
+                    round_time: float = 0.05) -> Timing:
+    """Time ``workload`` called from ``threads`` threads at once on one shared structure.
+
+    Each round releases all threads together and times the wall clock until the last one
+    finishes; a sample is that wall time over every thread's operations (aggregate ns/op).
+    Each thread makes as many calls per round as one thread makes in ``round_time``, so a
+    round lasts ``round_time`` if the calls scale perfectly and ``threads`` times longer if
+    they serialise. Raises ``PeerMissing`` like ``measure``, and re-raises the first error
+    a thread hit.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if workload.peer:
+        peer_version(workload.peer)
+    run = workload.setup()
+    run()
+    calls = _calibrate(run, round_time)
+    start_line = threading.Barrier(threads + 1)
+    finish_line = threading.Barrier(threads + 1)
+    errors: list = []
+
+    def worker():
+        try:
+            for _ in range(rounds):
+                start_line.wait()
+                for _ in range(calls):
+                    run()
+                finish_line.wait()
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as error:  # handed to the main thread, which re-raises it
+            errors.append(error)
+            start_line.abort()
+            finish_line.abort()
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    timing = Timing(workload, threads=threads)
+    gc.collect()
+    try:
+        for _ in range(rounds):
+            start_line.wait()
+            start = time.perf_counter_ns()
+            finish_line.wait()
+            elapsed = time.perf_counter_ns() - start
+            timing.samples_ns.append(elapsed / (calls * workload.ops * threads))
+    except threading.BrokenBarrierError:
+        pass
+    for thread in workers:
+        thread.join()
+    if errors:
+        raise errors[0]
     if workload.memory is not None:
         timing.memory_bytes = workload.memory(run)
     return timing
