@@ -33,12 +33,11 @@ def parsers() -> tuple:
         description="Time every structure's hot operations on this machine and print "
                     "ns/op, ops/s, ratios to peers and floors, and memory.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    size = bench.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true",
-                      help="short rounds and a small sweep: under 30 s in total")
-    size.add_argument("--tiny", action="store_true",
-                      help="tiny sweep and rounds for tests: the whole run in seconds "
-                           "(figures are noisy)")
+    bench.add_argument("--quick", action="store_true",
+                       help="short rounds and a small sweep: under 30 s in total")
+    bench.add_argument("--tiny", action="store_true",
+                       help="tiny sweep and rounds for tests, overriding --quick: the whole "
+                            "run in seconds (figures are noisy)")
     bench.add_argument("--only", type=cli.parse_names, metavar="NAMES",
                        help="comma-separated structures: token, window, cache (ttlcache + "
                             "semantic), histogram, or ttlcache / semantic alone "

@@ -33,7 +33,7 @@ def parse_counts(text: str) -> list:
             raise argparse.ArgumentTypeError(f"{part!r} is not a number") from None
         if not value.is_integer() or not 1 <= value <= MAX_COUNT:
             raise argparse.ArgumentTypeError(
-                f"{part!r} is not a whole number between 1 and {MAX_COUNT:.0e}")
+                f"{part!r} is not a whole number between 1 and {MAX_COUNT:,}")
         counts.add(int(value))
     return sorted(counts)
 
