@@ -160,13 +160,16 @@ def _scaled(document: dict, factor: float) -> dict:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
-    bench(folder, "--quick", "--tiny", "--only", "token", "--keys", "10,100", "--memory-keys",
-          "0", "--progress", "none", "--json", "base.json", check_code=0)
-    return folder, json.loads((folder / "base.json").read_text())
+    done = bench(folder, "--quick", "--tiny", "--only", "token", "--keys", "10,100",
+                 "--memory-keys", "0", "--progress", "none", "--json", "base.json",
+                 check_code=0)
+    return folder, json.loads((folder / "base.json").read_text()), done.stdout
 
 
 def test_keys_sweep_times_each_figure_once(baseline):
-    _, document = baseline
+    _, document, out = baseline
+    assert "token: scaling with live keys" in out
+    assert "| try_acquire N keys round robin · fastcore.KeyedTokenBucket " in out
     jsonschema.validate(document, schema.SCHEMA)
     assert document["memory"] == [] and document["settings"]["memory_keys"] == 0
     token = document["figures"]
@@ -179,7 +182,7 @@ def test_keys_sweep_times_each_figure_once(baseline):
 
 
 def test_compare_exits_1_when_a_figure_got_slower(baseline):
-    folder, document = baseline
+    folder, document, _ = baseline
     (folder / "fast.json").write_text(json.dumps(_scaled(document, 0.001)))
     done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--memory-keys", "0",
                  "--progress", "none", "--compare", "fast.json", "--tolerance", "0.2",
@@ -189,7 +192,7 @@ def test_compare_exits_1_when_a_figure_got_slower(baseline):
 
 
 def test_compare_exits_0_when_nothing_got_slower(baseline):
-    folder, document = baseline
+    folder, document, _ = baseline
     (folder / "slow.json").write_text(json.dumps(_scaled(document, 1000.0)))
     done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--memory-keys", "0",
                  "--progress", "none", "--compare", "slow.json", check_code=0)

@@ -4,11 +4,10 @@ against its peers and floors, drawn with matplotlib (from the ``[bench]`` extra)
 
 from __future__ import annotations
 
-import re
+from fastcore.benchmark.report import series_name
+from fastcore.benchmark.runner import Report
 
-from fastcore.benchmark.runner import Figure, Report
-
-__all__ = ["available", "series_name", "write"]
+__all__ = ["available", "write"]
 
 _COLOURS = {"fastcore": "tab:blue", "floor": "tab:gray", "peer": "tab:orange"}
 
@@ -19,16 +18,6 @@ def available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def series_name(figure: Figure) -> str:
-    """The operation with its key count taken out, so one line spans the keys sweep."""
-    operation = figure.operation
-    if figure.keys is not None:
-        for spelled in (f"{figure.keys:,}", str(figure.keys)):
-            operation = re.sub(rf"(?<![\d,]){re.escape(spelled)}(?![\d,])", "N", operation)
-    name = f"{operation} · {figure.subject}"
-    return name + (f" ×{figure.threads} threads" if figure.threads > 1 else "")
 
 
 def _scaling(report: Report) -> dict:

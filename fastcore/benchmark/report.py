@@ -7,11 +7,13 @@ README unchanged.
 
 from __future__ import annotations
 
+import re
 import time
 
 from fastcore.benchmark.runner import Figure, Report
 
-__all__ = ["render", "format_ns", "format_rate", "format_ratio", "format_bytes", "table"]
+__all__ = ["render", "series_name", "format_ns", "format_rate", "format_ratio", "format_bytes",
+           "table"]
 
 
 def format_ns(ns: float) -> str:
@@ -90,6 +92,32 @@ def _figure_row(figure: Figure, first_in_group: bool, threads: bool) -> list:
     else:
         row += [figure.status, "", "", "", "", ""]
     return row
+
+
+def series_name(figure: Figure) -> str:
+    """The operation with its key count taken out, so one line spans the keys sweep."""
+    operation = figure.operation
+    if figure.keys is not None:
+        for spelled in (f"{figure.keys:,}", str(figure.keys)):
+            operation = re.sub(rf"(?<![\d,]){re.escape(spelled)}(?![\d,])", "N", operation)
+    name = f"{operation} · {figure.subject}"
+    return name + (f" ×{figure.threads} threads" if figure.threads > 1 else "")
+
+
+def scaling_table(figures: list) -> str | None:
+    """ns/op of each series (operation and subject) against live keys, when swept."""
+    series: dict = {}
+    keys_seen = set()
+    for figure in figures:
+        if figure.status == "ok" and figure.keys is not None:
+            series.setdefault(series_name(figure), {})[figure.keys] = figure.median_ns
+            keys_seen.add(figure.keys)
+    columns = sorted(keys_seen)
+    rows = [[name] + [format_ns(points[k]) if k in points else "" for k in columns]
+            for name, points in series.items() if len(points) > 1]
+    if not rows:
+        return None
+    return table(["ns/op by live keys"] + [f"{k:,}" for k in columns], rows)
 
 
 def structure_table(figures: list, threads: bool) -> str:
@@ -177,6 +205,9 @@ def render(report: Report) -> str:
         figures = [f for f in report.figures if f.structure == structure["name"]]
         if figures:
             parts.append(f"{structure['name']}\n" + structure_table(figures, threads))
+            scaling = scaling_table(figures)
+            if scaling:
+                parts.append(f"{structure['name']}: scaling with live keys\n" + scaling)
     if report.memory:
         parts.append(f"memory: structures built at {report.settings.memory_keys:,} keys "
                      "(Python objects by tracemalloc, C allocations by memory_bytes(); "
