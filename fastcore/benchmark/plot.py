@@ -4,7 +4,9 @@ against its peers and floors, drawn with matplotlib (from the ``[bench]`` extra)
 
 from __future__ import annotations
 
-from fastcore.benchmark.report import series_name
+import math
+
+from fastcore.benchmark.report import format_ns, operation_family, series_name
 from fastcore.benchmark.runner import Report
 
 __all__ = ["available", "write"]
@@ -30,9 +32,14 @@ def _scaling(report: Report) -> dict:
     return found
 
 
+def _closeness(keys) -> float:
+    """How far a key count is from 100,000 (the usual comparison size), in decades."""
+    return 0.0 if keys is None else abs(math.log10(keys) - 5)
+
+
 def _comparisons(report: Report) -> dict:
     """structure -> [(label, ns/op, kind)] for groups that hold peers (or, without peers,
-    floors); one keys point per operation (the largest) keeps the chart readable."""
+    floors); one keys point per operation, the one closest to 100,000, keeps it readable."""
     groups: dict = {}
     for figure in report.figures:
         if figure.status == "ok":
@@ -44,15 +51,15 @@ def _comparisons(report: Report) -> dict:
         if not any(f.kind == wanted for f in members):
             continue
         first = members[0]
-        slot = (first.structure, series_name(first).split(" · ")[0], first.batch,
-                first.threads)
-        if slot not in chosen or (first.keys or 0) > (chosen[slot][0].keys or 0):
+        slot = (first.structure, operation_family(first), first.batch, first.threads)
+        if slot not in chosen or _closeness(first.keys) < _closeness(chosen[slot][0].keys):
             chosen[slot] = members
     found: dict = {}
     for members in chosen.values():
         bars = found.setdefault(members[0].structure, [])
         for figure in members:
-            keys = "" if figure.keys is None else f" @{figure.keys:,}"
+            keys = ("" if figure.keys is None or f"{figure.keys:,}" in figure.operation
+                    else f" @{figure.keys:,} keys")
             threads = f" ×{figure.threads} threads" if figure.threads > 1 else ""
             bars.append((f"{figure.operation}{keys}: {figure.subject}{threads}",
                          figure.median_ns, figure.kind))
@@ -106,7 +113,7 @@ def write(report: Report, path: str) -> None:
             positions = range(len(data))
             drawn = axis.barh(positions, [bar[1] for bar in data],
                               color=[_COLOURS.get(bar[2], "tab:green") for bar in data])
-            axis.bar_label(drawn, labels=[f"{bar[1]:,.1f}" for bar in data], fontsize=6,
+            axis.bar_label(drawn, labels=[format_ns(bar[1]) for bar in data], fontsize=6,
                            padding=2)
             axis.set_yticks(list(positions), labels, fontsize=6)
             axis.invert_yaxis()
@@ -117,7 +124,7 @@ def write(report: Report, path: str) -> None:
             axis.set_title(f"{name}: fastcore against peers and floors", fontsize=9)
             axis.grid(True, axis="x", which="both", alpha=0.3)
             axis.legend(handles=[Patch(color=c, label=k) for k, c in _COLOURS.items()],
-                        fontsize=6, loc="lower right")
+                        fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             axis.text(0.5, 0.5, "no figures to plot", ha="center", va="center")
             axis.set_axis_off()

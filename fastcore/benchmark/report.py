@@ -12,7 +12,7 @@ import time
 
 from fastcore.benchmark.runner import Figure, Report
 
-__all__ = ["render", "series_name", "format_ns", "format_rate", "format_ratio", "format_bytes",
+__all__ = ["render", "operation_family", "series_name", "format_ns", "format_rate", "format_ratio", "format_bytes",
            "table"]
 
 
@@ -94,13 +94,18 @@ def _figure_row(figure: Figure, first_in_group: bool, threads: bool) -> list:
     return row
 
 
-def series_name(figure: Figure) -> str:
-    """The operation with its key count taken out, so one line spans the keys sweep."""
+def operation_family(figure: Figure) -> str:
+    """The operation with its key count taken out ("try_acquire N keys round robin")."""
     operation = figure.operation
     if figure.keys is not None:
         for spelled in (f"{figure.keys:,}", str(figure.keys)):
             operation = re.sub(rf"(?<![\d,]){re.escape(spelled)}(?![\d,])", "N", operation)
-    name = f"{operation} · {figure.subject}"
+    return operation
+
+
+def series_name(figure: Figure) -> str:
+    """Operation family, subject and threads: one line of the keys sweep."""
+    name = f"{operation_family(figure)} · {figure.subject}"
     return name + (f" ×{figure.threads} threads" if figure.threads > 1 else "")
 
 
@@ -125,10 +130,11 @@ def structure_table(figures: list, threads: bool) -> str:
         "ns/op", "spread", "ops/s", "vs fastcore", "vs floor", "core memory"]
     order: dict = {}
     for figure in figures:
-        order.setdefault(figure.operation, len(order))
-    # sweep points interleave operations; list each operation's rows together
-    figures = sorted(figures, key=lambda f: (order[f.operation], f.keys or 0, f.batch or 0,
-                                             f.threads))
+        order.setdefault(operation_family(figure), len(order))
+    # sweep points interleave operations: list each operation's rows together, by batch,
+    # then live keys, then threads
+    figures = sorted(figures, key=lambda f: (order[operation_family(f)], f.batch or 0,
+                                             f.keys or 0, f.threads))
     rows = []
     previous = None
     for figure in figures:
