@@ -87,7 +87,11 @@ def main(argv: list | None = None) -> int:
     problem = cli.options_error(args)
     if problem:
         bench.error(problem)              # exits 2
-    return cli.run(args, argv[1:])
+    try:
+        return cli.run(args, argv[1:])
+    except KeyboardInterrupt:
+        sys.stderr.write("fastcore bench: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

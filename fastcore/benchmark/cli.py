@@ -9,6 +9,7 @@ a peer that is not installed is reported, not an error.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -95,11 +96,8 @@ def options_error(args) -> str | None:
             return f"{option} {path}: {problem}"
     if args.plot is not None and not plot.available():
         return "--plot needs matplotlib: pip install 'fastcore-edge[bench]'"
-    if args.progress == "rich":
-        try:
-            import rich  # noqa: F401
-        except ImportError:
-            return "--progress rich needs rich: pip install 'fastcore-edge[bench]'"
+    if args.progress == "rich" and importlib.util.find_spec("rich") is None:
+        return "--progress rich needs rich: pip install 'fastcore-edge[bench]'"
     if args.compare is not None:
         try:
             schema.read(args.compare)

@@ -4,6 +4,7 @@ against its peers and floors, drawn with matplotlib (from the ``[bench]`` extra)
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 from fastcore.benchmark.report import format_ns, operation_family, series_name
@@ -15,11 +16,7 @@ _COLOURS = {"fastcore": "tab:blue", "floor": "tab:gray", "peer": "tab:orange"}
 
 
 def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _scaling(report: Report) -> dict:

@@ -166,11 +166,9 @@ def _time(structure: str, workload: Workload, settings: Settings, threads: int) 
     except Exception as error:  # a broken workload is a reported row, not a crashed run
         figure.status, figure.detail = "error", f"{type(error).__name__}: {error}"
         return figure
-    samples = sorted(timing.samples_ns)
     figure.samples_ns = timing.samples_ns
     figure.median_ns = timing.median_ns
-    figure.q1_ns = samples[len(samples) // 4]
-    figure.q3_ns = samples[(3 * len(samples)) // 4]
+    figure.q1_ns, figure.q3_ns = timing.quartiles
     figure.spread = timing.spread
     figure.ops_per_s = timing.ops_per_s
     figure.memory_bytes = timing.memory_bytes
@@ -220,6 +218,68 @@ def _set_ratios(figures: list) -> None:
             figure.ratio_to_floor = figure.median_ns / floor_ns[figure.group_key]
 
 
+def _time_points(structures: list, settings: Settings, progress, peers: dict) -> list:
+    """Figures of every sweep point of every structure; ``peers`` collects peer versions."""
+    figures: list = []
+    seen: set = set()
+    for structure in structures:
+        for keys in settings.keys:
+            for batch in settings.batch:
+                progress.point(f"{structure.name} keys={keys:,} batch={batch:,}")
+                try:
+                    found = _workloads(structure, keys, batch, settings.redis_url)
+                except Exception as error:  # reported; the other points still run
+                    structure.status = "error"
+                    structure.detail = (f"workloads({keys}, {batch}): "
+                                        f"{type(error).__name__}: {error}")
+                    progress.advance(1)
+                    continue
+                todo = []
+                for workload in found:
+                    identity = _identity(structure.name, workload)
+                    if (workload.kind == "peer" and not settings.peers) or identity in seen:
+                        continue
+                    seen.add(identity)
+                    todo.append((workload, 1))
+                    if settings.threads > 1 and workload.batch is not None:
+                        todo.append((workload, settings.threads))
+                del found         # the point's keys go before the next point builds its own
+                for workload, threads in todo:
+                    progress.describe(
+                        f"{structure.name} keys={keys:,} batch={batch:,}: {workload.operation}"
+                        f" · {workload.subject}" + (f" ×{threads} threads" if threads > 1 else ""))
+                    figure = _time(structure.name, workload, settings, threads)
+                    if figure.peer:
+                        peers[figure.peer] = figure.peer_version
+                    figures.append(figure)
+                    progress.advance(1 / len(todo))
+                if not todo:
+                    progress.advance(1)
+    return figures
+
+
+def _measure_memory(structures: list, settings: Settings, progress) -> list:
+    """Memory of each structure's fastcore workloads that report it, at ``memory_keys``."""
+    memory: list = []
+    for structure in structures:
+        progress.point(f"{structure.name} memory at {settings.memory_keys:,} keys")
+        try:
+            found = _workloads(structure, settings.memory_keys, settings.batch[0],
+                               settings.redis_url)
+            done = set()
+            for workload in found:
+                key = (workload.operation, workload.subject)
+                if workload.memory is None or workload.kind != "fastcore" or key in done:
+                    continue
+                done.add(key)
+                memory.append(_memory(structure.name, workload))
+        except Exception as error:  # reported against the structure
+            structure.status = "error"
+            structure.detail = f"memory pass: {type(error).__name__}: {error}"
+        progress.advance(1)
+    return memory
+
+
 def run(settings: Settings, progress) -> Report:
     """Run every selected workload, telling ``progress`` (see ``progress.py``) how far it is."""
     started = time.time()
@@ -230,69 +290,15 @@ def run(settings: Settings, progress) -> Report:
     names = list(settings.structures) + ([registry.REDIS] if settings.redis_url else [])
     structures = [registry.load(name) for name in names]
     usable = [s for s in structures if s.status == "ok"]
-    points = [(s, keys, batch) for s in usable for keys in settings.keys
-              for batch in settings.batch]
     # Redis keeps its state in the server: there is nothing in this process to measure
-    measurable = [s for s in usable if s.name != registry.REDIS]
-    memory_steps = len(measurable) if settings.memory_keys else 0
-    progress.start(len(points) + memory_steps)
-
-    figures: list = []
-    seen: set = set()
+    measurable = [s for s in usable if s.name != registry.REDIS] if settings.memory_keys else []
+    progress.start(len(usable) * len(settings.keys) * len(settings.batch) + len(measurable))
     peers: dict = {}
-    for structure, keys, batch in points:
-        progress.point(f"{structure.name} keys={keys:,} batch={batch:,}")
-        try:
-            found = _workloads(structure, keys, batch, settings.redis_url)
-        except Exception as error:  # reported against the structure; other points still run
-            structure.status = "error"
-            structure.detail = f"workloads({keys}, {batch}): {type(error).__name__}: {error}"
-            progress.advance(1)
-            continue
-        todo = []
-        for workload in found:
-            if workload.kind == "peer" and not settings.peers:
-                continue
-            identity = _identity(structure.name, workload)
-            if identity in seen:
-                continue
-            seen.add(identity)
-            todo.append((workload, 1))
-            if settings.threads > 1 and workload.batch is not None:
-                todo.append((workload, settings.threads))
-        for workload, threads in todo:
-            label = f"{workload.operation} · {workload.subject}"
-            progress.describe(f"{structure.name} keys={keys:,} batch={batch:,}: {label}"
-                              + (f" ×{threads} threads" if threads > 1 else ""))
-            figure = _time(structure.name, workload, settings, threads)
-            if figure.peer:
-                peers[figure.peer] = figure.peer_version
-            figures.append(figure)
-            progress.advance(1 / len(todo))
-        if not todo:
-            progress.advance(1)
-        del found, todo
-
-    memory: list = []
-    if settings.memory_keys:
-        for structure in measurable:
-            progress.point(f"{structure.name} memory at {settings.memory_keys:,} keys")
-            try:
-                found = _workloads(structure, settings.memory_keys, settings.batch[0],
-                                   settings.redis_url)
-                done = set()
-                for workload in found:
-                    key = (workload.operation, workload.subject)
-                    if workload.memory is None or workload.kind != "fastcore" or key in done:
-                        continue
-                    done.add(key)
-                    memory.append(_memory(structure.name, workload))
-            except Exception as error:  # reported against the structure
-                structure.status = "error"
-                structure.detail = f"memory pass: {type(error).__name__}: {error}"
-            progress.advance(1)
-            found = None
-    progress.finish()
+    try:
+        figures = _time_points(usable, settings, progress, peers)
+        memory = _measure_memory(measurable, settings, progress)
+    finally:
+        progress.finish()
 
     _set_ratios(figures)
     spreads = [f.spread for f in figures if f.status == "ok"]

@@ -67,14 +67,20 @@ class Timing:
         return statistics.median(self.samples_ns)
 
     @property
+    def quartiles(self) -> tuple:
+        """(first, third) quartile of the rounds; (min, max) below 4 rounds, where quartiles
+        mean nothing."""
+        if len(self.samples_ns) < 4:
+            return min(self.samples_ns), max(self.samples_ns)
+        q1, _, q3 = statistics.quantiles(self.samples_ns, n=4)
+        return q1, q3
+
+    @property
     def spread(self) -> float:
-        """Relative interquartile range of the rounds (the full range below 4 rounds, where
-        quartiles mean nothing): how noisy this figure is."""
+        """Relative interquartile range of the rounds: how noisy this figure is."""
         if not self.median_ns:
             return 0.0
-        if len(self.samples_ns) < 4:
-            return (max(self.samples_ns) - min(self.samples_ns)) / self.median_ns
-        q1, _, q3 = statistics.quantiles(self.samples_ns, n=4)
+        q1, q3 = self.quartiles
         return (q3 - q1) / self.median_ns
 
     @property
