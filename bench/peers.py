@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     settings = runner.Settings(
         structures=args.only or [n for n in registry.MODULES if n != registry.REDIS],
         keys=args.keys, batch=[preset["batch"][-1]], rounds=preset["rounds"],
-        round_time=preset["round_time"], memory_keys=0,
+        round_time=preset["round_time"], max_time=preset["max_time"], memory_keys=0,
         mode="quick" if args.quick else "default", peers=True)
     result = runner.run(settings, progress.make())
     print("\n".join(header_lines(result)))

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 
 from fastcore.benchmark import cli, compare, progress, registry, report, runner, schema
-from fastcore.benchmark.workload import Workload
+from fastcore.benchmark.workload import MIN_ROUNDS, Workload, measure, measure_threads
 
 TOKEN_PEERS = 6          # fastcore/benchmark/token.py PEERS: one row each per keyed group
 
@@ -236,7 +236,7 @@ def test_no_command_exits_2(tmp_path):
 
 def _settings(**overrides):
     values = dict(structures=[], keys=[10], batch=[4], rounds=2, round_time=0.0005,
-                  memory_keys=0, mode="tiny")
+                  max_time=None, memory_keys=0, mode="tiny")
     values.update(overrides)
     return runner.Settings(**values)
 
@@ -248,7 +248,7 @@ def _fake_module(tmp_path, monkeypatch, name, source):
 
 
 FAKE_WORKLOADS = '''
-from fastcore.benchmark.workload import Workload
+from fastcore.benchmark.workload import MIN_ROUNDS, Workload, measure, measure_threads
 
 def _run():
     return lambda: sum(range(10))
@@ -393,3 +393,39 @@ def test_workload_record_is_unchanged_for_structure_modules():
     fields = list(Workload.__dataclass_fields__)
     assert fields == ["structure", "operation", "subject", "setup", "ops", "kind", "peer",
                       "keys", "batch", "memory"]
+
+
+def _slow_workload():
+    def setup():
+        return lambda: sum(range(20_000))
+    return Workload("fake", "slow sum", "fastcore.Slow", setup, 1)
+
+
+def test_max_time_cuts_rounds_but_keeps_the_minimum():
+    timing = measure(_slow_workload(), rounds=10_000, round_time=0.0001, max_time=0.0)
+    assert len(timing.samples_ns) == MIN_ROUNDS
+    timing = measure(_slow_workload(), rounds=3, round_time=0.0001, max_time=0.0)
+    assert len(timing.samples_ns) == 3
+
+
+def test_measure_threads_stops_its_threads_and_reraises_their_errors():
+    import threading
+    before = threading.active_count()
+    timing = measure_threads(_slow_workload(), 3, rounds=10_000, round_time=0.0001,
+                             max_time=0.0)
+    assert len(timing.samples_ns) == MIN_ROUNDS and timing.threads == 3
+    assert threading.active_count() == before
+
+    calls = []
+
+    def setup():
+        def run():
+            calls.append(1)
+            if len(calls) > 3:            # warm-up and calibration pass, a thread fails
+                raise RuntimeError("thread failed")
+        return run
+
+    with pytest.raises(RuntimeError, match="thread failed"):
+        measure_threads(Workload("fake", "f", "fastcore.F", setup, 1), 2, rounds=50,
+                        round_time=0.0)
+    assert threading.active_count() == before

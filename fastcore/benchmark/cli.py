@@ -116,6 +116,7 @@ def settings_from(args) -> runner.Settings:
         batch=args.batch or preset["batch"],
         rounds=preset["rounds"],
         round_time=preset["round_time"],
+        max_time=preset["max_time"],
         memory_keys=preset["memory_keys"] if args.memory_keys is None else args.memory_keys,
         mode=mode,
         threads=args.threads,

@@ -187,8 +187,10 @@ def header_lines(report: Report) -> list:
         for s in report.structures))
     settings = report.settings
     sweep = (f"sweep      keys {', '.join(f'{k:,}' for k in settings.keys)} · batch "
-             f"{', '.join(f'{b:,}' for b in settings.batch)} · {settings.rounds} rounds of "
-             f"{1000 * settings.round_time:g} ms")
+             f"{', '.join(f'{b:,}' for b in settings.batch)} · up to {settings.rounds} "
+             f"rounds of {1000 * settings.round_time:g} ms"
+             + (f" within {settings.max_time:g} s" if settings.max_time else "")
+             + " per figure")
     if settings.threads > 1:
         sweep += f" · batch calls also from {settings.threads} threads (aggregate)"
     lines.append(sweep)

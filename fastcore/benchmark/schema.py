@@ -88,7 +88,7 @@ SCHEMA = {
         "settings": {
             "type": "object",
             "required": ["mode", "structures", "keys", "batch", "threads", "peers", "redis",
-                         "rounds", "round_time_s", "memory_keys"],
+                         "rounds", "round_time_s", "max_time_s", "memory_keys"],
             "properties": {
                 "mode": {"enum": ["default", "quick", "tiny"]},
                 "structures": {"type": "array", "items": {"type": "string"}},
@@ -99,6 +99,7 @@ SCHEMA = {
                 "redis": {"type": "boolean"},
                 "rounds": {"type": "integer"},
                 "round_time_s": {"type": "number"},
+                "max_time_s": {"type": ["number", "null"]},
                 "memory_keys": {"type": "integer"},
             },
         },
@@ -167,6 +168,7 @@ def to_document(report: Report, command: list | None = None) -> dict:
             "redis": settings.redis_url is not None,   # the URL may hold a password
             "rounds": settings.rounds,
             "round_time_s": settings.round_time,
+            "max_time_s": settings.max_time,
             "memory_keys": settings.memory_keys,
         },
         "machine": report.machine,

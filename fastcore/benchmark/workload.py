@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["Workload", "Timing", "measure", "measure_threads", "peer_version", "PeerMissing"]
+__all__ = ["Workload", "Timing", "measure", "measure_threads", "peer_version", "PeerMissing",
+           "MIN_ROUNDS"]
 
 
 class PeerMissing(Exception):
@@ -115,11 +116,27 @@ def _warm_and_calibrate(run: Callable[[], object], round_time: float) -> int:
         calls = max(calls * 2, int(calls * round_time * 1e9 / max(elapsed, 1)))
 
 
-def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05) -> Timing:
+MIN_ROUNDS = 5    # rounds kept even past max_time, so a median and quartiles mean something
+
+
+def _out_of_time(deadline_ns, rounds_done: int, rounds: int) -> bool:
+    return (deadline_ns is not None and rounds_done >= min(MIN_ROUNDS, rounds)
+            and time.perf_counter_ns() >= deadline_ns)
+
+
+def _deadline(max_time) -> Optional[int]:
+    return None if max_time is None else time.perf_counter_ns() + int(max_time * 1e9)
+
+
+def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05,
+            max_time: Optional[float] = None) -> Timing:
     """Time ``workload``: ``rounds`` rounds of at least ``round_time`` seconds each.
 
-    Garbage collection stays on (as in production) but runs once before timing starts.
-    Raises ``PeerMissing`` when the workload's peer is not installed.
+    With ``max_time`` (seconds), stop after that long once ``MIN_ROUNDS`` rounds are done:
+    many short rounds for fast operations, a few whole calls for slow peers. Short rounds
+    make the median robust on a busy machine: most rounds then run without being
+    preempted. Garbage collection stays on (as in production) but runs once before timing
+    starts. Raises ``PeerMissing`` when the workload's peer is not installed.
     """
     if workload.peer:
         peer_version(workload.peer)
@@ -127,27 +144,30 @@ def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05) ->
     calls = _warm_and_calibrate(run, round_time)
     timing = Timing(workload)
     gc.collect()
-    for _ in range(rounds):
+    deadline_ns = _deadline(max_time)
+    for done in range(1, rounds + 1):
         start = time.perf_counter_ns()
         for _ in range(calls):
             run()
         elapsed = time.perf_counter_ns() - start
         timing.samples_ns.append(elapsed / (calls * workload.ops))
+        if _out_of_time(deadline_ns, done, rounds):
+            break
     if workload.memory is not None:
         timing.memory_bytes = workload.memory(run)
     return timing
 
 
 def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
-                    round_time: float = 0.05) -> Timing:
+                    round_time: float = 0.05, max_time: Optional[float] = None) -> Timing:
     """Time ``workload`` called from ``threads`` threads at once on one shared structure.
 
     Each round releases all threads together and times the wall clock until the last one
     finishes; a sample is that wall time over every thread's operations (aggregate ns/op).
     Each thread makes as many calls per round as one thread makes in ``round_time``, so a
     round lasts ``round_time`` if the calls scale perfectly and ``threads`` times longer if
-    they serialise. Raises ``PeerMissing`` like ``measure``, and re-raises the first error
-    a thread hit.
+    they serialise. ``max_time`` as in ``measure``. Raises ``PeerMissing`` like
+    ``measure``, and re-raises the first error a thread hit.
     """
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
@@ -157,12 +177,15 @@ def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
     calls = _warm_and_calibrate(run, round_time)
     start_line = threading.Barrier(threads + 1)
     finish_line = threading.Barrier(threads + 1)
+    stopping = threading.Event()
     errors: list = []
 
     def worker():
         try:
-            for _ in range(rounds):
+            while True:
                 start_line.wait()
+                if stopping.is_set():
+                    return
                 for _ in range(calls):
                     run()
                 finish_line.wait()
@@ -178,15 +201,24 @@ def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
         thread.start()
     timing = Timing(workload, threads=threads)
     gc.collect()
+    deadline_ns = _deadline(max_time)
     try:
-        for _ in range(rounds):
+        for done in range(1, rounds + 1):
             start_line.wait()
             start = time.perf_counter_ns()
             finish_line.wait()
             elapsed = time.perf_counter_ns() - start
             timing.samples_ns.append(elapsed / (calls * workload.ops * threads))
+            if _out_of_time(deadline_ns, done, rounds):
+                break
     except threading.BrokenBarrierError:
         pass
+    finally:
+        stopping.set()
+        try:
+            start_line.wait()      # releases the workers, which see `stopping` and return
+        except threading.BrokenBarrierError:
+            pass
     for thread in workers:
         thread.join()
     if errors:
