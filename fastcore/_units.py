@@ -10,7 +10,7 @@ import re
 from fractions import Fraction
 from typing import NamedTuple
 
-from fastcore.errors import InvalidCost, InvalidRate
+from fastcore.errors import InvalidRate
 
 __all__ = ["Rate", "parse_rate", "seconds_to_ns", "ns_to_seconds"]
 
@@ -84,13 +84,13 @@ def ns_to_seconds(ns: int) -> float:
     return ns / 1e9
 
 
-def _positive_number(value, name, error=InvalidRate) -> Fraction:
+def _positive_number(value, name) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
-        raise error(f"{name} must be a number, got {value!r}")
+        raise InvalidRate(f"{name} must be a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise error(f"{name} must be finite, got {value!r}")
+        raise InvalidRate(f"{name} must be finite, got {value!r}")
     if value <= 0:
-        raise error(f"{name} must be > 0, got {value!r}")
+        raise InvalidRate(f"{name} must be > 0, got {value!r}")
     return Fraction(value)
 
 
@@ -111,9 +111,10 @@ def gcra_params(rate, burst):
     to the limit of a rate string, else ``max(1, rate)``.
     """
     limit, period_ns, string_limit = rate_limit_and_period(rate)
-    emission_ns = math.ceil(Fraction(period_ns) / limit)
-    if emission_ns < 1:
-        raise InvalidRate(f"rate {rate!r} exceeds 1e9 tokens per second")
+    exact_emission_ns = Fraction(period_ns) / limit
+    if exact_emission_ns < 1:
+        raise InvalidRate(f"rate {rate!r} exceeds 1e9 tokens per second (one per ns)")
+    emission_ns = math.ceil(exact_emission_ns)
     if burst is None:
         burst = string_limit if string_limit is not None else max(1, rate)
     exact_burst = _positive_number(burst, "burst")
@@ -123,13 +124,3 @@ def gcra_params(rate, burst):
     if tau_ns < 1:
         raise InvalidRate(f"burst {burst!r} is too small for rate {rate!r}")
     return emission_ns, tau_ns, float(burst)
-
-
-def check_cost(cost) -> float:
-    """Validate a cost: a finite number >= 0 (fractions allowed). Raises ``InvalidCost``."""
-    if isinstance(cost, bool) or not isinstance(cost, (int, float, Fraction)):
-        raise InvalidCost(f"cost must be a number, got {cost!r}")
-    cost = float(cost)
-    if not (cost >= 0.0) or math.isinf(cost):
-        raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
-    return cost

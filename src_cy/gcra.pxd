@@ -58,6 +58,7 @@ cdef class KeyedTokenBucket(KeyTable):
     cdef int64_t[::1] batch_increments(self, object costs, Py_ssize_t n)
     cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] increments,
                             int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1
+    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil
     cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots,
                          int64_t[::1] increments, int64_t now_ns, uint8_t[::1] allowed,
                          double[::1] retry) except -1

@@ -9,7 +9,8 @@ import numpy as np
 from fastcore._core.atomic cimport fc_atomic_add_i64, fc_atomic_store_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
-    KEYTABLE_SLOT_MASK, keytable_handle_slot, keytable_lookup, keytable_note_idle_at, keytable_state,
+    KEYTABLE_PREFETCH_AHEAD, KEYTABLE_SLOT_MASK, keytable_entry, keytable_handle_slot,
+    keytable_lookup, keytable_prefetch_line, keytable_note_idle_at, keytable_state,
     keytable_touch,
 )
 
@@ -243,7 +244,7 @@ cdef class KeyedTokenBucket(KeyTable):
         cdef Py_ssize_t n = len(keys)
         cdef int64_t[::1] increments = self.batch_increments(costs, n)
         cdef int64_t now_ns = seconds_to_ns(now, "now") if now is not None else clock_now_ns(self.clock_)
-        allowed = np.zeros(n, dtype=np.bool_)
+        allowed = np.empty(n, dtype=np.bool_)        # every entry is written by the kernel
         retry = np.zeros(n, dtype=np.float64) if with_retry_after else None
         cdef uint8_t[::1] allowed_view = allowed.view(np.uint8)
         cdef double[::1] retry_view = retry if retry is not None else None
@@ -282,22 +283,40 @@ cdef class KeyedTokenBucket(KeyTable):
     cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] increments,
                             int64_t now_ns, uint8_t[::1] allowed,
                             double[::1] retry) except -1:
-        cdef Py_ssize_t i, n = handles.shape[0], used = self.slots_used
+        cdef Py_ssize_t n = handles.shape[0], bad
+        if n == 0:
+            return 0
         # No key may leave the table between validating the handles and deciding.
         fc_atomic_add_i64(&self.batches_in_flight, 1)
         try:
-            for i in range(n):
-                if keytable_handle_slot(self, handles[i], used) < 0:
-                    raise IndexError(f"handle {handles[i]} at position {i} is unknown or stale "
-                                     "(its key left the table): call handle(key) again")
             with nogil:
-                self.decide_range(&handles[0] if n else NULL, KEYTABLE_SLOT_MASK, n,
-                                  &increments[0] if increments is not None else NULL,
-                                  now_ns, &allowed[0] if n else NULL,
-                                  &retry[0] if retry is not None else NULL)
+                bad = self.first_bad_handle(&handles[0], n)
+                if bad < 0:
+                    self.decide_range(&handles[0], KEYTABLE_SLOT_MASK, n,
+                                      &increments[0] if increments is not None else NULL,
+                                      now_ns, &allowed[0],
+                                      &retry[0] if retry is not None else NULL)
         finally:
             fc_atomic_add_i64(&self.batches_in_flight, -1)
+        if bad >= 0:
+            raise IndexError(f"handle {handles[bad]} at position {bad} is unknown or stale "
+                             "(its key left the table): call handle(key) again")
         return 0
+
+    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil:
+        """Index of the first malformed or stale handle, or -1 when all are valid."""
+        cdef Py_ssize_t i, used = self.slots_used
+        cdef int64_t ahead
+        cdef char** pages = self.state_pages
+        cdef Py_ssize_t stride = self.state_stride
+        for i in range(n):
+            if i + KEYTABLE_PREFETCH_AHEAD < n:
+                ahead = handles[i + KEYTABLE_PREFETCH_AHEAD] & KEYTABLE_SLOT_MASK
+                if ahead < used:
+                    keytable_prefetch_line(keytable_entry(pages, stride, ahead))
+            if keytable_handle_slot(self, handles[i], used) < 0:
+                return i
+        return -1
 
     cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots,
                          int64_t[::1] increments, int64_t now_ns, uint8_t[::1] allowed,
@@ -356,7 +375,13 @@ cdef class KeyedTokenBucket(KeyTable):
         cdef Py_ssize_t i, s
         cdef int64_t increment_ns = self.emission_ns, tat_after_ns, wait_ns
         cdef int64_t tau_ns = self.tau_ns
+        cdef char** pages = self.state_pages
+        cdef Py_ssize_t stride = self.state_stride
         for i in range(n):
+            if i + KEYTABLE_PREFETCH_AHEAD < n:
+                s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
+                if s >= 0:
+                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
             s = slots_or_handles[i]
             if increments != NULL:
                 increment_ns = increments[i]
@@ -366,13 +391,15 @@ cdef class KeyedTokenBucket(KeyTable):
                     wait_ns = self.idle_not_before_ns - now_ns
                     retry[i] = (1 if wait_ns < 1 else min(wait_ns, tau_ns)) / 1e9
                 continue
-            s &= slot_mask
-            if gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, tau_ns, now_ns,
-                          &tat_after_ns):
+            # the TAT is the word after the generation in the slot's page entry
+            if gcra_admit(<int64_t*>(keytable_entry(pages, stride, s & slot_mask) + 1),
+                          increment_ns, tau_ns, now_ns, &tat_after_ns):
                 allowed[i] = 1
                 keytable_note_idle_at(self, tat_after_ns)
-            elif retry != NULL:
-                retry[i] = (tat_after_ns + increment_ns - tau_ns - now_ns) / 1e9
+            else:
+                allowed[i] = 0
+                if retry != NULL:
+                    retry[i] = (tat_after_ns + increment_ns - tau_ns - now_ns) / 1e9
 
     @property
     def rate(self):

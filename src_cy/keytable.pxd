@@ -46,6 +46,9 @@ from fastcore._core.atomic cimport fc_atomic_min_i64
 from fastcore._core.clock cimport Clock
 
 cdef extern from *:
+    # A hint to load the cache line at p ahead of use; batch loops issue it a few
+    # iterations early so random slot accesses overlap instead of waiting one by one.
+    void keytable_prefetch_line "__builtin_prefetch"(const void* p) nogil
     const uint64_t KEYTABLE_FIB_MULT "0x9E3779B97F4A7C15ULL"
     const int64_t KEYTABLE_SLOT_MASK "0xFFFFFFFFLL"      # handle & MASK == handle % 2**32
 
@@ -54,6 +57,7 @@ cdef enum:
     KEYTABLE_PAGE_MASK = (1 << 10) - 1             # slot & MASK == slot % 1024
     KEYTABLE_LRU_PROBE = 8                         # keys checked at the LRU tail between sweeps
     KEYTABLE_MIN_CAPACITY = 16                     # slots allocated at first
+    KEYTABLE_PREFETCH_AHEAD = 16                   # batch entries between prefetch and use
     KEYTABLE_ON_FULL_EVICT = 0
     KEYTABLE_ON_FULL_DENY = 1
 
@@ -146,10 +150,18 @@ cdef inline void keytable_touch(KeyTable t, Py_ssize_t s) noexcept:
     t.lru_head = <int32_t>s
 
 
+cdef inline uint64_t* keytable_entry(char** pages, Py_ssize_t stride, Py_ssize_t s) noexcept nogil:
+    """Slot s's page entry: page s >> 10 (s // 1024), entry s & 1023 (s % 1024).
+
+    Batch loops pass `pages` and `stride` as locals: the atomics in their bodies are compiler
+    barriers, which would otherwise reload both from the table on every decision.
+    """
+    return <uint64_t*>(pages[s >> KEYTABLE_PAGE_SHIFT] + (s & KEYTABLE_PAGE_MASK) * stride)
+
+
 cdef inline uint64_t* keytable_generation(KeyTable t, Py_ssize_t s) noexcept nogil:
-    """Slot s's generation: page s >> 10 (s // 1024), entry s & 1023 (s % 1024)."""
-    return <uint64_t*>(t.state_pages[s >> KEYTABLE_PAGE_SHIFT]
-                       + (s & KEYTABLE_PAGE_MASK) * t.state_stride)
+    """Slot s's generation, the first word of its page entry."""
+    return keytable_entry(t.state_pages, t.state_stride, s)
 
 
 cdef inline char* keytable_state(KeyTable t, Py_ssize_t s) noexcept nogil:

@@ -1,0 +1,56 @@
+"""Rate strings and the integer GCRA parameters derived from them."""
+
+import math
+
+import pytest
+
+from fastcore import InvalidRate, Rate, parse_rate
+from fastcore._units import gcra_params
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("100/second", Rate(100, 1.0)),
+    ("100/s", Rate(100, 1.0)),
+    ("10 per minute", Rate(10, 60.0)),
+    ("5/30 seconds", Rate(5, 30.0)),
+    ("1000/hour", Rate(1000, 3600.0)),
+    ("1/day", Rate(1, 86400.0)),
+    ("  7 / 2 hours ", Rate(7, 7200.0)),
+    ("3/MINUTE", Rate(3, 60.0)),
+])
+def test_parse_rate_accepts_the_limits_forms(text, expected):
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "100", "100/fortnight", "0/second", "5/0 seconds",
+                                  "-1/second", "1.5/second", "ten/second", "100//s"])
+def test_parse_rate_names_the_bad_text(text):
+    with pytest.raises(InvalidRate, match="cannot parse|positive") as error:
+        parse_rate(text)
+    assert repr(text) in str(error.value)
+
+
+def test_parse_rate_refuses_non_strings():
+    with pytest.raises(InvalidRate):
+        parse_rate(100)
+
+
+@pytest.mark.parametrize("rate, burst, emission_ns, tau_ns", [
+    (3, 3, 333_333_334, 1_000_000_002),          # 1/3 s rounded up; tau = 3 * T exactly
+    (2, None, 500_000_000, 1_000_000_000),       # burst defaults to max(1, rate) = 2
+    (0.5, None, 2_000_000_000, 2_000_000_000),   # burst defaults to 1
+    ("5/30 seconds", None, 6_000_000_000, 30_000_000_000),
+    (7.25, 2.5, 137_931_035, 344_827_587),       # ceil(1e9/7.25); floor(2.5 * T)
+    (1e9, 1, 1, 1),
+])
+def test_gcra_params_round_the_safe_way(rate, burst, emission_ns, tau_ns):
+    assert gcra_params(rate, burst)[:2] == (emission_ns, tau_ns)
+
+
+@pytest.mark.parametrize("rate, burst", [
+    (0, 1), (-1, 1), (math.nan, 1), (math.inf, 1), (2e9, 1), ("x", 1), (1, 0), (1, -2),
+    (1, math.nan), (1, math.inf), (True, 1), (1, "3"), (1, 1e30),
+])
+def test_gcra_params_refuse_bad_rates_and_bursts(rate, burst):
+    with pytest.raises(InvalidRate):
+        gcra_params(rate, burst)
