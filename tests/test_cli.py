@@ -315,6 +315,48 @@ def test_threads_give_aggregate_figures(tmp_path, monkeypatch):
     assert threaded[0].status == "ok" and threaded[0].median_ns > 0
 
 
+MEMORY_WORKLOADS = '''
+from fastcore.benchmark.workload import Workload
+
+def _setup(keys):
+    def setup():
+        table = [object() for _ in range(keys or 1)]    # Python objects tracemalloc sees
+        run = lambda: None
+        run.table = table
+        return run
+    return setup
+
+def workloads(keys, batch):
+    return [
+        Workload("cache", "get hot", "fastcore.Cache", _setup(None), 1,
+                 memory=lambda run: 1000),
+        Workload("cache", "get round robin", "fastcore.Cache", _setup(keys), 1, keys=keys,
+                 memory=lambda run: 8 * len(run.table)),
+        Workload("cache", "get round robin", "fastcore.NoAccounting", _setup(keys), 1,
+                 keys=keys, memory=lambda run: None),
+        Workload("cache", "get round robin", "peer", _setup(keys), 1, kind="peer",
+                 peer="x", keys=keys, memory=lambda run: 1),
+    ]
+'''
+
+
+def test_memory_pass_builds_each_subject_once_at_the_most_keys(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_memory_bench", MEMORY_WORKLOADS)
+    result = runner.run(_settings(structures=["fake_memory_bench"], keys=[1],
+                                  memory_keys=2000), progress.NullProgress())
+    assert [(m.subject, m.keys, m.per) for m in result.memory] == [
+        ("fastcore.Cache", 2000, "entry"), ("fastcore.NoAccounting", 2000, "entry")]
+    cache, plain = result.memory
+    assert cache.core_bytes == 16_000
+    assert cache.python_bytes >= 2000 * 16           # 2,000 objects and the list holding them
+    assert cache.total_bytes == cache.python_bytes + cache.core_bytes
+    assert cache.bytes_per_unit == pytest.approx(cache.total_bytes / 2000)
+    assert plain.core_bytes is None and plain.total_bytes == plain.python_bytes
+    document = schema.to_document(result, ["fastcore", "bench"])
+    jsonschema.validate(document, schema.SCHEMA)
+    assert "| fastcore.NoAccounting " in report.render(result)
+
+
 def test_groups_expand_to_structures():
     assert registry.expand_groups(["cache"]) == ["ttlcache", "semantic"]
     assert registry.expand_groups(["histogram", "token"]) == ["token", "histogram"]

@@ -151,7 +151,8 @@ def memory_table(report: Report) -> str:
         per = (f"{format_bytes(item.bytes_per_unit)}/{item.per}" if item.per
                else f"{format_bytes(item.total_bytes)} each")
         rows.append([item.structure, item.operation, item.subject, _count(item.keys),
-                     format_bytes(item.python_bytes), format_bytes(item.core_bytes),
+                     format_bytes(item.python_bytes),
+                     "-" if item.core_bytes is None else format_bytes(item.core_bytes),
                      format_bytes(item.total_bytes), per])
     return table(header, rows)
 

@@ -67,7 +67,7 @@ _MEMORY = {
         "subject": {"type": "string"},
         "keys": _int_or_null,
         "python_bytes": {"type": "integer", "minimum": 0},
-        "core_bytes": {"type": "integer", "minimum": 0},
+        "core_bytes": {"type": ["integer", "null"], "minimum": 0},
         "total_bytes": {"type": "integer", "minimum": 0},
         "per": {"enum": ["key", "entry", None]},
         "bytes_per_unit": {"type": "number"},
