@@ -66,7 +66,7 @@ def parsers() -> tuple:
                        help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2)")
     bench.add_argument("--memory-keys", type=cli.parse_count, metavar="N",
                        help="keys (entries) at which memory is measured; 0 skips it "
-                            "(default 1,000,000; 1,000 with --tiny)")
+                            "(default 1,000,000; 100,000 with --quick; 1,000 with --tiny)")
     bench.add_argument("--progress", choices=("auto", "rich", "plain", "none"),
                        default="auto", help="progress on stderr (default: rich on a "
                                             "terminal when installed, else one plain line)")

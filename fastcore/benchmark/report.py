@@ -112,16 +112,15 @@ def series_name(figure: Figure) -> str:
 def scaling_table(figures: list) -> str | None:
     """ns/op of each series (operation and subject) against live keys, when swept."""
     series: dict = {}
-    keys_seen = set()
     for figure in figures:
         if figure.status == "ok" and figure.keys is not None:
             series.setdefault(series_name(figure), {})[figure.keys] = figure.median_ns
-            keys_seen.add(figure.keys)
-    columns = sorted(keys_seen)
-    rows = [[name] + [format_ns(points[k]) if k in points else "" for k in columns]
-            for name, points in series.items() if len(points) > 1]
-    if not rows:
+    swept = {name: points for name, points in series.items() if len(points) > 1}
+    if not swept:
         return None
+    columns = sorted({keys for points in swept.values() for keys in points})
+    rows = [[name] + [format_ns(points[k]) if k in points else "" for k in columns]
+            for name, points in swept.items()]
     return table(["ns/op by live keys"] + [f"{k:,}" for k in columns], rows)
 
 
