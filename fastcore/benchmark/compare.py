@@ -96,8 +96,7 @@ def render(comparison: Comparison, old_name: str) -> str:
               for identity in comparison.only_old]
     parts += ["new in this run: " + " / ".join(str(p) for p in identity if p is not None)
               for identity in comparison.only_new]
-    parts.append(f"{len(comparison.regressions)} slower beyond tolerance, "
-                 f"{len(comparison.improvements)} faster, "
-                 f"{len(comparison.changes) - len(comparison.regressions) - len(comparison.improvements)}"
-                 " within tolerance")
+    slower, faster = len(comparison.regressions), len(comparison.improvements)
+    parts.append(f"{slower} slower beyond tolerance, {faster} faster, "
+                 f"{len(comparison.changes) - slower - faster} within tolerance")
     return "\n".join(parts) + "\n"

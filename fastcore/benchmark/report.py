@@ -12,8 +12,8 @@ import time
 
 from fastcore.benchmark.runner import Figure, Report
 
-__all__ = ["render", "operation_family", "series_name", "format_ns", "format_rate", "format_ratio", "format_bytes",
-           "table"]
+__all__ = ["render", "operation_family", "series_name", "format_ns", "format_rate",
+           "format_ratio", "format_bytes", "table"]
 
 
 def format_ns(ns: float) -> str:
@@ -68,7 +68,8 @@ def table(header: list, rows: list) -> str:
 
 
 def _looks_numeric(cell: str) -> bool:
-    return cell == "-" or cell[:1].isdigit() or cell[:1] == "±"
+    """Figures, placeholders, and the status words that stand in a figure's place."""
+    return cell in ("-", "missing", "error") or cell[:1].isdigit() or cell[:1] == "±"
 
 
 def _memory_cell(figure: Figure) -> str:

@@ -104,8 +104,8 @@ class MemoryFigure:
 
     ``python_bytes``: tracemalloc's count of Python allocations the setup left alive (the
     key objects themselves are built before and not counted); ``core_bytes``: the
-    structure's ``memory_bytes()`` (its C allocations), None when it reports none. ``per`` names the unit of
-    ``bytes_per_unit`` ("key", "entry") or is None when the figure is per structure.
+    structure's ``memory_bytes()`` (its C allocations), None when it reports none. ``per``
+    names the unit of ``bytes_per_unit`` ("key", "entry"), None for a per-structure figure.
     """
 
     structure: str
@@ -254,9 +254,10 @@ def _time_points(structures: list, settings: Settings, progress, peers: dict) ->
                         todo.append((workload, settings.threads))
                 del found         # the point's keys go before the next point builds its own
                 for workload, threads in todo:
+                    threaded = f" ×{threads} threads" if threads > 1 else ""
                     progress.describe(
                         f"{structure.name} keys={keys:,} batch={batch:,}: {workload.operation}"
-                        f" · {workload.subject}" + (f" ×{threads} threads" if threads > 1 else ""))
+                        f" · {workload.subject}{threaded}")
                     figure = _time(structure.name, workload, settings, threads)
                     if figure.peer:
                         peers[figure.peer] = figure.peer_version
