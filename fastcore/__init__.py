@@ -14,6 +14,14 @@ from fastcore._core.clock import (
 )
 from fastcore._core.decision import Decision
 from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
+from fastcore._core.histogram import (
+    HistogramOverflowError,
+    HistogramSnapshot,
+    HistogramTypeError,
+    HistogramValueError,
+    LatencyHistogram,
+)
+from fastcore._core.ttlcache import TTLCache
 from fastcore._units import Rate, parse_rate
 from fastcore.errors import (
     BackendError,
@@ -35,6 +43,7 @@ def get_include() -> str:
 
 
 __all__ = [
+    "TTLCache",
     "TokenBucket",
     "KeyedTokenBucket",
     "Decision",
@@ -52,4 +61,9 @@ __all__ = [
     "CostExceedsLimit",
     "RateLimitExceeded",
     "BackendError",
+    "LatencyHistogram",
+    "HistogramSnapshot",
+    "HistogramValueError",
+    "HistogramTypeError",
+    "HistogramOverflowError",
 ]
