@@ -302,24 +302,41 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
             return
 
 
-cdef void hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t n,
-                           int64_t now_ns) noexcept nogil:
-    """Record every value at `now_ns`; large arrays are tallied privately, then flushed."""
+cdef Py_ssize_t hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t n,
+                                 int64_t now_ns) noexcept nogil:
+    """Record every value at `now_ns`, or nothing if one is negative: returns the index of
+    the first negative value, else -1. Large arrays are tallied privately in one pass (a
+    negative value found there discards the tally), then flushed."""
     cdef Py_ssize_t i
-    cdef int64_t index, period = hist_period(h, now_ns)
+    cdef int64_t value, index, period = hist_period(h, now_ns)
+    cdef uint64_t highest = <uint64_t>h.layout.highest
+    # a local copy: tally stores cannot alias it, so the loop keeps the layout in registers
+    cdef HistLayout layout = h.layout
     cdef uint64_t *tally = NULL
     if n >= HIST_LOCAL_MIN:
         tally = <uint64_t *>calloc(h.stride, sizeof(uint64_t))
     if tally == NULL:
         for i in range(n):
+            if values[i] < 0:
+                return i
+        for i in range(n):
             hist_record_at(h, values[i], 1, now_ns)
-        return
+        return -1
     for i in range(n):
-        tally[hist_counter_index(h, values[i])] += 1
+        value = values[i]
+        # one unsigned compare sends negatives and overflows alike to the rare branch
+        if <uint64_t>value > highest:
+            if value < 0:
+                free(tally)
+                return i
+            tally[layout.counts_len] += 1
+        else:
+            tally[hist_index_of(&layout, <uint64_t>value)] += 1
     for index in range(h.layout.counts_len + 1):
         if tally[index] != 0:
             hist_add_at(h, index, tally[index], period)
     free(tally)
+    return -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,21 +684,14 @@ cdef class LatencyHistogram:
                    if isinstance(values, np.ndarray) else type(values).__name__))
         values = np.ascontiguousarray(values)
         cdef const int64_t[::1] view = values
-        cdef Py_ssize_t i, n = view.shape[0], negative = -1
-        cdef int64_t now_ns
+        cdef Py_ssize_t n = view.shape[0], negative
         if n == 0:
             return
         with nogil:
-            for i in range(n):
-                if view[i] < 0:
-                    negative = i
-                    break
+            negative = hist_record_many(self, &view[0], n, clock_now_ns(self.clock))
         if negative >= 0:
             raise HistogramValueError(
                 f"values must be >= 0 ns; values[{negative}] is {view[negative]} (nothing recorded)")
-        with nogil:
-            now_ns = clock_now_ns(self.clock)
-            hist_record_many(self, &view[0], n, now_ns)
 
     def time(self):
         """A context manager recording the elapsed time of its block (also when it raises).
