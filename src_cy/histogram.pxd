@@ -22,9 +22,11 @@
 #   index = ((b + 1) << h) + (sub - H)                 == (b + 1) * H + sub - H
 # Precision: a bucket's width 2**(b+u) over its smallest value H * 2**(b+u) is 1/H, and
 # H = S/2 >= 10**sf, so a value and its bucket's bounds differ by less than 10**-sf of it.
-# Worked example (HdrHistogram_py's): 1 ns to 1 hour at 3 significant figures gives S = 2048,
-# H = 1024, B = 32 buckets, counts_len = 33 * 1024 = 33,792; 1 us..1 ms resolved to 1 ns,
-# 1 ms..1 s to 1 us or better, 3600 s still to 3.6 s or better. With the defaults
+# HdrHistogram_py's precision example, in its microsecond units: 1 us to 1 hour
+# (3,600,000,000 us) at 3 significant figures gives S = 2048, H = 1024, B = 22 buckets; it
+# resolves 1 us up to 1 ms, 1 ms or better up to 1 s, and 3.6 s or better at 1 hour. In this
+# histogram's nanoseconds, 1 ns to 1 hour at sf = 3 gives B = 32, counts_len = 33,792, values
+# below 2,048 ns exact and every value v resolved to v / 1024 or better. With the defaults
 # (sf = 2): S = 256, H = 128, B = 35, counts_len = 4608. Value 1,000,000 (1 ms):
 # bit_length(1,000,000 | 255) = 20, b = 20 - 0 - 8 = 12, sub = 1,000,000 >> 12 = 244,
 # index = 13 * 128 + 244 - 128 = 1780, bucket range [999,424, 1,003,519] (step 4096, 0.41 %).
