@@ -21,6 +21,7 @@ from fastcore._core.histogram import (
     HistogramValueError,
     LatencyHistogram,
 )
+from fastcore._core.ttlcache import TTLCache
 from fastcore._units import Rate, parse_rate
 from fastcore.errors import (
     BackendError,
@@ -42,6 +43,7 @@ def get_include() -> str:
 
 
 __all__ = [
+    "TTLCache",
     "TokenBucket",
     "KeyedTokenBucket",
     "Decision",
