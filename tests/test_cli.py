@@ -43,19 +43,30 @@ def png_size(path: Path) -> tuple:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """One tiny run with every output option: (completed process, JSON document, PNG path)."""
+    """One tiny run of every structure with every output option but peers:
+    (completed process, JSON document, PNG path)."""
     folder = tmp_path_factory.mktemp("bench")
     done = bench(folder, "--quick", "--tiny", "--keys", "10", "--threads", "2",
-                 "--peers", "--json", "out.json", "--plot", "out.png", "--progress", "plain",
+                 "--json", "out.json", "--plot", "out.png", "--progress", "plain",
                  check_code=0)
     document = json.loads((folder / "out.json").read_text())
     return done, document, folder / "out.png"
 
 
+@pytest.fixture(scope="module")
+def peers_run(tmp_path_factory):
+    """The token buckets with ``--peers`` (every peer call is a few ms even when tiny)."""
+    folder = tmp_path_factory.mktemp("peers")
+    done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--peers",
+                 "--memory-keys", "0", "--progress", "none", "--json", "peers.json",
+                 check_code=0)
+    return done, json.loads((folder / "peers.json").read_text())
+
+
 def test_report_names_machine_versions_noise_and_table(full_run):
     done, document, _ = full_run
     out = done.stdout
-    for label in ("machine ", "versions ", "noise ", "peers ", "structures ", "sweep "):
+    for label in ("machine ", "versions ", "noise ", "structures ", "sweep "):
         assert f"\n{label}" in out
     assert f"numpy {document['versions']['numpy']}" in out
     assert f"fastcore {document['versions']['fastcore']}" in out
@@ -98,12 +109,13 @@ def test_json_figures_cover_threads_and_ratios(full_run):
     assert any(f["ratio_to_fastcore"] == 1.0 for f in fastcore_rows)
     threaded = [f for f in token if f["threads"] == 2]
     assert threaded and all(f["batch"] is not None for f in threaded)
-    # a figure is timed once even though the hot-key group appears at every sweep point
+    assert not [f for f in document["figures"] if f["kind"] == "peer"]   # no --peers
 
 
-
-def test_every_peer_is_measured_or_reported_missing(full_run):
-    done, document, _ = full_run
+def test_every_peer_is_measured_or_reported_missing(peers_run):
+    done, document = peers_run
+    jsonschema.validate(document, schema.SCHEMA)
+    assert "\npeers " in done.stdout
     peers = [f for f in document["figures"] if f["kind"] == "peer"]
     hot = [f for f in peers
            if f["structure"] == "token" and f["operation"] == "try_acquire hot key"]
