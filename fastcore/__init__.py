@@ -14,6 +14,15 @@ from fastcore._core.clock import (
 )
 from fastcore._core.decision import Decision
 from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
+from fastcore._core.histogram import (
+    HistogramOverflowError,
+    HistogramSnapshot,
+    HistogramTypeError,
+    HistogramValueError,
+    LatencyHistogram,
+)
+from fastcore._core.ttlcache import TTLCache
+from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
 from fastcore.freshness import Freshness
 from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
@@ -40,8 +49,11 @@ def get_include() -> str:
 
 
 __all__ = [
+    "TTLCache",
     "TokenBucket",
     "KeyedTokenBucket",
+    "SlidingWindowCounter",
+    "SlidingWindow",
     "Decision",
     "CoarseClock",
     "ManualClock",
@@ -57,6 +69,11 @@ __all__ = [
     "CostExceedsLimit",
     "RateLimitExceeded",
     "BackendError",
+    "LatencyHistogram",
+    "HistogramSnapshot",
+    "HistogramValueError",
+    "HistogramTypeError",
+    "HistogramOverflowError",
     "Freshness",
     "Intent",
     "CacheState",

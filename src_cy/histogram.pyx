@@ -1,0 +1,1101 @@
+"""LatencyHistogram: lock-free log-linear latency histogram over a ring of time slices.
+
+The layout, the rotation protocol and their costs are documented in histogram.pxd.
+"""
+import functools
+import inspect
+import math
+import operator
+import re
+
+import numpy as np
+
+from libc.math cimport sqrt
+from libc.stdint cimport int64_t, uint64_t, uint32_t, intptr_t
+from libc.stdlib cimport abort, calloc, free, malloc
+from libc.string cimport memset
+
+from fastcore._core.atomic cimport (
+    fc_atomic_add_u64,
+    fc_atomic_cas_i64,
+    fc_atomic_load_i64,
+    fc_atomic_store_i64,
+)
+from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
+from fastcore._core.debug cimport FASTCORE_DEBUG
+
+from fastcore._units import ns_to_seconds, seconds_to_ns
+from fastcore.errors import FastcoreError
+
+__all__ = [
+    "LatencyHistogram",
+    "HistogramSnapshot",
+    "HistogramValueError",
+    "HistogramTypeError",
+    "HistogramOverflowError",
+    "histogram_layout",
+]
+
+
+cdef extern from *:
+    """
+    static inline uint64_t hist_xchg_u64(uint64_t *p, uint64_t v) {
+        return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+    }
+    static inline uint64_t hist_load_u64(const uint64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    /* restrict lets the compiler vectorise the widening adds queries spend their time in */
+    static inline void hist_add_u32s(uint64_t *restrict out, const uint32_t *restrict in,
+                                     Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) out[i] += in[i];
+    }
+    static inline void hist_add_u64s(uint64_t *restrict out, const uint64_t *restrict in,
+                                     Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) out[i] += in[i];
+    }
+    """
+    uint64_t hist_xchg_u64(uint64_t *p, uint64_t v) noexcept nogil
+    uint64_t hist_load_u64(const uint64_t *p) noexcept nogil
+    void hist_add_u32s(uint64_t *out, const uint32_t *src, Py_ssize_t n) noexcept nogil
+    void hist_add_u64s(uint64_t *out, const uint64_t *src, Py_ssize_t n) noexcept nogil
+
+
+cdef enum:
+    HIST_EPOCH_UNUSED = -1          # a slot no record has touched since creation or reset()
+    HIST_STRIDE_ALIGN = 16          # uint32 counters per 64-byte cache line
+    HIST_LOCAL_MIN = 2048           # record_many sizes from which a private tally pays off
+    HIST_MAX_SLICES = 1 << 16
+
+cdef extern from *:
+    # 2**62 ns (146 years): keeps bit lengths, shifts and bucket bounds inside int64.
+    const int64_t HIST_MAX_HIGHEST "((int64_t)1 << 62)"
+    const uint64_t HIST_U32_SPAN "((uint64_t)1 << 32)"
+
+
+class HistogramValueError(FastcoreError, ValueError):
+    """A histogram argument with a bad value: a negative latency, a window that is not a whole
+    number of slices, a percentile outside [0, 100], an incompatible histogram to merge."""
+
+
+class HistogramTypeError(FastcoreError, TypeError):
+    """A histogram argument of the wrong type (a float latency, a non-int64 array)."""
+
+
+class HistogramOverflowError(FastcoreError, OverflowError):
+    """A 64-bit count wrapped (more than 2**64 values in one bucket): queries refuse to answer."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout: the one pure function, and the bucket arithmetic queries use.
+
+cdef HistLayout hist_layout(int64_t lowest, int64_t highest, int significant_figures) noexcept nogil:
+    """Bucket configuration for [lowest, highest] at `significant_figures` (see the .pxd)."""
+    cdef HistLayout layout
+    cdef int64_t largest_single_unit = 2
+    cdef int sub_bucket_count_magnitude = 0
+    cdef int64_t smallest_untrackable
+    cdef int i
+    for i in range(significant_figures):
+        largest_single_unit *= 10
+    # ceil(log2(2 * 10**sf)): the smallest m with 2**m >= 2 * 10**sf
+    while ((<int64_t>1) << sub_bucket_count_magnitude) < largest_single_unit:
+        sub_bucket_count_magnitude += 1
+    layout.lowest = lowest
+    layout.highest = highest
+    layout.significant_figures = significant_figures
+    layout.unit_magnitude = hist_bit_length_u64(<uint64_t>lowest) - 1      # floor(log2(lowest))
+    layout.sub_bucket_half_count_magnitude = sub_bucket_count_magnitude - 1
+    layout.sub_bucket_count = (<int64_t>1) << sub_bucket_count_magnitude
+    layout.sub_bucket_half_count = layout.sub_bucket_count // 2
+    layout.sub_bucket_mask = (<uint64_t>(layout.sub_bucket_count - 1)) << layout.unit_magnitude
+    # buckets needed so that S * 2**(B-1) * 2**u > highest
+    smallest_untrackable = layout.sub_bucket_count << layout.unit_magnitude
+    layout.bucket_count = 1
+    while smallest_untrackable <= highest:
+        smallest_untrackable <<= 1
+        layout.bucket_count += 1
+    layout.counts_len = (layout.bucket_count + 1) * layout.sub_bucket_half_count
+    return layout
+
+
+cdef inline int hist_bucket_of_index(const HistLayout *layout, int64_t index) noexcept nogil:
+    # index // H - 1, with the lower half of bucket 0 (indices < H) folded into bucket 0
+    cdef int64_t bucket = (index >> layout.sub_bucket_half_count_magnitude) - 1
+    return <int>bucket if bucket > 0 else 0
+
+
+cdef inline int64_t hist_lowest_of_index(const HistLayout *layout, int64_t index) noexcept nogil:
+    """Smallest value counted at `index`."""
+    cdef int64_t bucket = (index >> layout.sub_bucket_half_count_magnitude) - 1
+    # index % H + H: the position inside the stored upper half of the bucket
+    cdef int64_t sub = (index & (layout.sub_bucket_half_count - 1)) + layout.sub_bucket_half_count
+    if bucket < 0:
+        sub -= layout.sub_bucket_half_count
+        bucket = 0
+    return sub << (bucket + layout.unit_magnitude)
+
+
+cdef inline int64_t hist_width_of_index(const HistLayout *layout, int64_t index) noexcept nogil:
+    """Number of values counted at `index`: 2**(bucket + u)."""
+    return (<int64_t>1) << (hist_bucket_of_index(layout, index) + layout.unit_magnitude)
+
+
+cdef inline int64_t hist_highest_of_index(const HistLayout *layout, int64_t index) noexcept nogil:
+    return hist_lowest_of_index(layout, index) + hist_width_of_index(layout, index) - 1
+
+
+cdef inline int64_t hist_median_of_index(const HistLayout *layout, int64_t index) noexcept nogil:
+    # HdrHistogram's "median equivalent value", which its mean and stdev use
+    return hist_lowest_of_index(layout, index) + (hist_width_of_index(layout, index) >> 1)
+
+
+def histogram_layout(*, significant_figures=2, lowest=1, highest=3_600_000_000_000):
+    """The bucket configuration for these arguments, as a dict (the same pure function the
+    histogram uses).
+
+    Raises ``HistogramValueError`` / ``HistogramTypeError`` for arguments the histogram would
+    reject.
+
+    >>> histogram_layout()["counts_len"]
+    4608
+    """
+    cdef HistLayout layout = _checked_layout(significant_figures, lowest, highest)
+    return {
+        "significant_figures": layout.significant_figures,
+        "lowest": layout.lowest,
+        "highest": layout.highest,
+        "unit_magnitude": layout.unit_magnitude,
+        "sub_bucket_count": layout.sub_bucket_count,
+        "sub_bucket_half_count": layout.sub_bucket_half_count,
+        "bucket_count": layout.bucket_count,
+        "counts_len": layout.counts_len,
+    }
+
+
+cdef HistLayout _checked_layout(object significant_figures, object lowest, object highest) except *:
+    _check_int(significant_figures, "significant_figures")
+    _check_int(lowest, "lowest")
+    _check_int(highest, "highest")
+    if not 1 <= significant_figures <= 4:
+        raise HistogramValueError(
+            f"significant_figures must be 1, 2, 3 or 4, got {significant_figures!r}")
+    if lowest < 1:
+        raise HistogramValueError(f"lowest must be >= 1 ns, got {lowest!r}")
+    if highest < 2 * lowest:
+        raise HistogramValueError(
+            f"highest must be >= 2 * lowest ({2 * lowest} ns), got {highest!r}")
+    if highest > HIST_MAX_HIGHEST:
+        raise HistogramValueError(f"highest must be <= 2**62 ns, got {highest!r}")
+    return hist_layout(lowest, highest, significant_figures)
+
+
+cdef _check_int(object value, str name):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HistogramTypeError(f"{name} must be an int, got {value!r}")
+
+
+cdef bint _same_layout(const HistLayout *a, const HistLayout *b) noexcept:
+    return (a.lowest == b.lowest and a.highest == b.highest
+            and a.significant_figures == b.significant_figures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording: the out-of-line paths of hist_record_at (rotation, limbo, carries).
+
+cdef void hist_carry(LatencyHistogram h, int64_t slot, int64_t index,
+                     uint64_t amount) noexcept nogil:
+    """Add `amount` (a multiple of 2**32 from a wrapped counter, or a large count) to the
+    slot's 64-bit carry array, allocating it on first use."""
+    cdef int64_t address = fc_atomic_load_i64(&h.slots[slot].carry)
+    cdef int64_t expected = 0
+    cdef uint64_t *fresh
+    if address == 0:
+        fresh = <uint64_t *>calloc(h.stride, sizeof(uint64_t))
+        if fresh == NULL:
+            fc_atomic_store_i64(&h.saturated, 1)    # the count cannot be kept: say so
+            return
+        if fc_atomic_cas_i64(&h.slots[slot].carry, &expected, <int64_t><intptr_t>fresh):
+            address = <int64_t><intptr_t>fresh
+        else:
+            free(fresh)                             # another thread installed one first
+            address = expected
+    if fc_atomic_add_u64(&(<uint64_t *><intptr_t>address)[index], amount) < amount:
+        fc_atomic_store_i64(&h.saturated, 1)
+
+
+cdef void hist_widen(HistSlot *slot, int64_t index) noexcept nogil:
+    """Make the slot's [lo, hi] marks cover `index` (atomic max / min by CAS)."""
+    cdef int64_t seen = fc_atomic_load_i64(&slot.hi)
+    while index > seen and not fc_atomic_cas_i64(&slot.hi, &seen, index):
+        pass
+    seen = fc_atomic_load_i64(&slot.lo)
+    while index < seen and not fc_atomic_cas_i64(&slot.lo, &seen, index):
+        pass
+
+
+cdef inline void hist_clear_marks(HistSlot *slot, int64_t counts_len) noexcept nogil:
+    fc_atomic_store_i64(&slot.lo, counts_len + 1)
+    fc_atomic_store_i64(&slot.hi, -1)
+
+
+cdef inline void hist_add_slot(LatencyHistogram h, int64_t slot, int64_t index,
+                               uint64_t count) noexcept nogil:
+    """Add a 64-bit count to a slot's counter: low 32 bits by atomic add, the rest as carry."""
+    cdef uint32_t low = <uint32_t>count
+    cdef uint64_t high = count - low                # count - count % 2**32
+    if FASTCORE_DEBUG:
+        if index < 0 or index > h.layout.counts_len or slot < 0 or slot >= h.slices:
+            abort()
+    hist_widen(&h.slots[slot], index)
+    if low != 0 and fc_atomic_add_u32(&h.counts[slot * h.stride + index], low) < low:
+        high += HIST_U32_SPAN                       # this add wrapped the counter
+        if high < HIST_U32_SPAN:
+            fc_atomic_store_i64(&h.saturated, 1)
+    if high != 0:
+        hist_carry(h, slot, index, high)
+
+
+cdef void hist_drain_limbo(LatencyHistogram h, int64_t slot) noexcept nogil:
+    """Move the counts recorded while a slot was being cleared into the fresh `slot`."""
+    cdef int64_t index
+    cdef uint64_t count
+    # limbo's marks only ever widen: a parked count may land just after this drain
+    for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
+                       fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
+        if hist_load_u64(&h.limbo[index]) != 0:
+            count = hist_xchg_u64(&h.limbo[index], 0)
+            if count != 0:
+                hist_add_slot(h, slot, index, count)
+
+
+cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
+                      int64_t period) noexcept nogil:
+    """Add `count` at counter `index` for `period`, rotating the period's slot if it is stale."""
+    cdef int64_t slot = period % h.slices
+    cdef int64_t seen = fc_atomic_load_i64(&h.slots[slot].epoch)
+    cdef int64_t address
+    while True:
+        if seen >= period:
+            # live for this period, or already serving a later one (this recorder was delayed
+            # by a whole window): count it there rather than drop it
+            hist_add_slot(h, slot, index, count)
+            return
+        if seen <= -2:
+            # another thread is zeroing this slot: park the count instead of waiting
+            hist_widen(&h.slots[h.slices], index)
+            if fc_atomic_add_u64(&h.limbo[index], count) < count:
+                fc_atomic_store_i64(&h.saturated, 1)
+            return
+        # stale (an earlier period) or unused: claim it; a failed CAS reloads `seen`
+        if fc_atomic_cas_i64(&h.slots[slot].epoch, &seen, -2 - period):
+            # the whole slot, not just [lo, hi]: a writer delayed from the old period may have
+            # added outside the marks it was about to widen
+            memset(&h.counts[slot * h.stride], 0, h.stride * sizeof(uint32_t))
+            address = fc_atomic_load_i64(&h.slots[slot].carry)
+            if address != 0:
+                memset(<uint64_t *><intptr_t>address, 0, h.stride * sizeof(uint64_t))
+            hist_clear_marks(&h.slots[slot], h.layout.counts_len)
+            fc_atomic_store_i64(&h.slots[slot].epoch, period)
+            hist_add_slot(h, slot, index, count)
+            hist_drain_limbo(h, slot)
+            return
+
+
+cdef void hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t n,
+                           int64_t now_ns) noexcept nogil:
+    """Record every value at `now_ns`; large arrays are tallied privately, then flushed."""
+    cdef Py_ssize_t i
+    cdef int64_t index, period = hist_period(h, now_ns)
+    cdef uint64_t *tally = NULL
+    if n >= HIST_LOCAL_MIN:
+        tally = <uint64_t *>calloc(h.stride, sizeof(uint64_t))
+    if tally == NULL:
+        for i in range(n):
+            hist_record_at(h, values[i], 1, now_ns)
+        return
+    for i in range(n):
+        tally[hist_counter_index(h, values[i])] += 1
+    for index in range(h.layout.counts_len + 1):
+        if tally[index] != 0:
+            hist_add_at(h, index, tally[index], period)
+    free(tally)
+
+
+# ---------------------------------------------------------------------------------------------
+# Queries on a merged array of uint64 counts (counts_len buckets + overflow at counts_len).
+
+cdef int hist_merge_window(LatencyHistogram h, int64_t periods, int64_t now_ns,
+                           uint64_t *out) noexcept nogil:
+    """Sum the slots holding one of the last `periods` periods (and limbo) into `out`,
+    reading each slot only between its marks."""
+    cdef int64_t first = hist_period(h, now_ns) - periods + 1
+    cdef int64_t slot, index, address, epoch, lo, hi
+    memset(out, 0, h.stride * sizeof(uint64_t))
+    for slot in range(h.slices):
+        epoch = fc_atomic_load_i64(&h.slots[slot].epoch)
+        if epoch < first or epoch < 0:
+            continue
+        lo = fc_atomic_load_i64(&h.slots[slot].lo)
+        hi = fc_atomic_load_i64(&h.slots[slot].hi)
+        if lo > hi:
+            continue
+        hist_add_u32s(&out[lo], &h.counts[slot * h.stride + lo], hi - lo + 1)
+        address = fc_atomic_load_i64(&h.slots[slot].carry)
+        if address != 0:
+            hist_add_u64s(&out[lo], &(<const uint64_t *><intptr_t>address)[lo], hi - lo + 1)
+    for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
+                       fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
+        out[index] += hist_load_u64(&h.limbo[index])
+    return 0
+
+
+cdef int hist_total(const HistLayout *layout, const uint64_t *counts, uint64_t *total) noexcept nogil:
+    """In-range count into `total`; returns 1 if the sum would exceed 2**64 - 1."""
+    cdef int64_t index
+    cdef uint64_t sum = 0
+    for index in range(layout.counts_len):
+        if sum + counts[index] < sum:
+            return 1
+        sum += counts[index]
+    total[0] = sum
+    return 0
+
+
+cdef inline int64_t hist_target_rank(double percentile, uint64_t total) noexcept nogil:
+    # HdrHistogram's rank: int(p * total / 100 + 0.5), at least 1, in double arithmetic
+    cdef int64_t rank = <int64_t>((percentile * <double>total / 100.0) + 0.5)
+    return rank if rank > 1 else 1
+
+
+cdef int64_t hist_value_at(const HistLayout *layout, const uint64_t *counts, uint64_t total,
+                           double percentile) noexcept nogil:
+    """HdrHistogram's value at a percentile: the highest value equivalent to the sample at
+    rank max(1, int(p * total / 100 + 0.5)); the lowest one for p == 0; 0 when empty."""
+    cdef int64_t index
+    cdef uint64_t seen = 0
+    cdef uint64_t rank
+    if total == 0:
+        return 0
+    rank = <uint64_t>hist_target_rank(percentile, total)
+    for index in range(layout.counts_len):
+        seen += counts[index]
+        if seen >= rank:
+            if percentile == 0.0:
+                return hist_lowest_of_index(layout, index)
+            return hist_highest_of_index(layout, index)
+    return hist_highest_of_index(layout, layout.counts_len - 1)
+
+
+cdef double hist_mean(const HistLayout *layout, const uint64_t *counts, uint64_t total) noexcept nogil:
+    cdef int64_t index
+    cdef double sum = 0.0
+    if total == 0:
+        return 0.0
+    for index in range(layout.counts_len):
+        if counts[index] != 0:
+            sum += <double>counts[index] * <double>hist_median_of_index(layout, index)
+    return sum / <double>total
+
+
+cdef double hist_stdev(const HistLayout *layout, const uint64_t *counts, uint64_t total) noexcept nogil:
+    cdef int64_t index
+    cdef double mean = hist_mean(layout, counts, total), deviation, sum = 0.0
+    if total == 0:
+        return 0.0
+    for index in range(layout.counts_len):
+        if counts[index] != 0:
+            deviation = <double>hist_median_of_index(layout, index) - mean
+            sum += deviation * deviation * <double>counts[index]
+    return sqrt(sum / <double>total)
+
+
+cdef int64_t hist_min(const HistLayout *layout, const uint64_t *counts) noexcept nogil:
+    cdef int64_t index
+    for index in range(layout.counts_len):
+        if counts[index] != 0:
+            return hist_lowest_of_index(layout, index)
+    return 0
+
+
+cdef int64_t hist_max(const HistLayout *layout, const uint64_t *counts) noexcept nogil:
+    cdef int64_t index
+    for index in range(layout.counts_len - 1, -1, -1):
+        if counts[index] != 0:
+            return hist_highest_of_index(layout, index)
+    return 0
+
+
+cdef double _checked_percentile(object percentile) except -1.0:
+    cdef double p
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
+        raise HistogramTypeError(f"percentile must be a number, got {percentile!r}")
+    p = percentile
+    if not (0.0 <= p <= 100.0):
+        raise HistogramValueError(f"percentile must be between 0 and 100, got {percentile!r}")
+    return p
+
+
+cdef dict hist_value_at_each(const HistLayout *layout, const uint64_t *counts, uint64_t total,
+                             object percentiles):
+    """{p: value at p} for every p, in one scan over the counts."""
+    cdef list keys = list(percentiles)
+    cdef list order
+    cdef double p
+    cdef int64_t index = 0
+    cdef uint64_t seen = 0
+    cdef uint64_t rank
+    cdef dict result = {}
+    for key in keys:
+        _checked_percentile(key)
+    order = sorted(keys, key=float)
+    for key in order:
+        p = key
+        if total == 0:
+            result[key] = 0
+            continue
+        rank = <uint64_t>hist_target_rank(p, total)
+        # counts[index] is already in `seen` once seen >= rank; step only while below it
+        while seen < rank and index < layout.counts_len:
+            seen += counts[index]
+            index += 1
+        result[key] = (hist_lowest_of_index(layout, index - 1) if p == 0.0
+                       else hist_highest_of_index(layout, index - 1))
+    return {key: result[key] for key in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus / OpenMetrics text.
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# prometheus_client's default histogram buckets, in seconds
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+
+cdef str _escape_label_value(str value):
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+cdef list _checked_labels(object labels):
+    if labels is None:
+        return []
+    if not isinstance(labels, dict):
+        raise HistogramTypeError(f"labels must be a dict of str to str, got {labels!r}")
+    pairs = []
+    for key, value in labels.items():
+        if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
+            raise HistogramValueError(f"invalid Prometheus label name {key!r}")
+        if key == "le":
+            raise HistogramValueError("label name 'le' is reserved for histogram buckets")
+        if not isinstance(value, str):
+            raise HistogramTypeError(f"label {key!r} must have a str value, got {value!r}")
+        pairs.append(f'{key}="{_escape_label_value(value)}"')
+    return pairs
+
+
+cdef list _checked_buckets(object buckets):
+    if buckets is None:
+        buckets = DEFAULT_BUCKETS
+    try:
+        bounds = [float(bound) for bound in buckets]
+    except (TypeError, ValueError):
+        raise HistogramTypeError(f"buckets must be numbers of seconds, got {buckets!r}") from None
+    for bound in bounds:
+        if not math.isfinite(bound) or bound <= 0.0:
+            raise HistogramValueError(
+                f"bucket bounds must be finite and > 0 seconds, got {bound!r} (+Inf is implied)")
+    if any(a >= b for a, b in zip(bounds, bounds[1:])):
+        raise HistogramValueError(f"bucket bounds must be strictly increasing, got {bounds!r}")
+    return bounds
+
+
+cdef str hist_exposition(const HistLayout *layout, const uint64_t *counts, uint64_t total,
+                         object name, object help, object labels, object buckets, bint openmetrics):
+    """Histogram text: cumulative `le` buckets in seconds, `_sum` and `_count`."""
+    cdef int64_t index = 0, bound_ns
+    cdef uint64_t cumulative = 0
+    cdef uint64_t overflow = counts[layout.counts_len]
+    cdef double sum_ns = 0.0
+    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        raise HistogramValueError(f"invalid Prometheus metric name {name!r}")
+    if not isinstance(help, str):
+        raise HistogramTypeError(f"help must be a str, got {help!r}")
+    pairs = _checked_labels(labels)
+    bounds = _checked_buckets(buckets)
+    prefix = ",".join(pairs) + ("," if pairs else "")
+    plain = "{" + ",".join(pairs) + "}" if pairs else ""
+    help_text = help.replace("\\", "\\\\").replace("\n", "\\n")
+    if openmetrics:
+        help_text = help_text.replace('"', '\\"')
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for bound in bounds:
+        # a bucket counts toward `le` when every value it may hold is <= the bound
+        bound_ns = seconds_to_ns(bound, "bucket bound")
+        while index < layout.counts_len and hist_highest_of_index(layout, index) <= bound_ns:
+            cumulative += counts[index]
+            index += 1
+        lines.append(f'{name}_bucket{{{prefix}le="{bound!r}"}} {cumulative}')
+    lines.append(f'{name}_bucket{{{prefix}le="+Inf"}} {total + overflow}')
+    for index in range(layout.counts_len):
+        if counts[index] != 0:
+            sum_ns += <double>counts[index] * <double>hist_median_of_index(layout, index)
+    # overflow values are only known to exceed `highest`: counted at it, a lower bound
+    sum_ns += <double>overflow * <double>layout.highest
+    lines.append(f"{name}_sum{plain} {ns_to_seconds(sum_ns)!r}")
+    lines.append(f"{name}_count{plain} {total + overflow}")
+    if openmetrics:
+        lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+
+cdef class LatencyHistogram:
+    """Latency histogram in integer nanoseconds over a sliding window of time slices.
+
+    ``LatencyHistogram(*, significant_figures=2, lowest=1, highest=3_600_000_000_000,
+    window=60.0, slices=60, clock=None)``: values from ``lowest`` to ``highest`` ns are kept
+    within a relative ``10**-significant_figures``; ``window`` seconds are split into
+    ``slices`` slices that expire one by one. ``record`` is lock-free and thread-safe;
+    ``hist_record`` in ``histogram.pxd`` records from Cython without the GIL.
+
+    Raises ``HistogramValueError`` / ``HistogramTypeError`` for bad arguments.
+
+    Example::
+
+        h = LatencyHistogram(clock=ManualClock())
+        h.record(1_500_000)            # 1.5 ms
+        h.percentile(99.9)             # 1_507_327: the top of its 0.78 %-wide bucket
+        with h.time():
+            handle_request()
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self.counts = NULL
+        self.slots = NULL
+        self.limbo = NULL
+
+    def __init__(self, *, significant_figures=2, lowest=1, highest=3_600_000_000_000,
+                 window=60.0, slices=60, clock=None):
+        cdef HistLayout layout = _checked_layout(significant_figures, lowest, highest)
+        cdef Clock resolved = clock_resolve(clock)
+        cdef int64_t slot
+        _check_int(slices, "slices")
+        if not 1 <= slices <= HIST_MAX_SLICES:
+            raise HistogramValueError(f"slices must be between 1 and {HIST_MAX_SLICES}, got {slices!r}")
+        try:
+            window_ns = seconds_to_ns(window, "window")
+        except TypeError as error:
+            raise HistogramTypeError(str(error)) from None
+        except ValueError as error:
+            raise HistogramValueError(str(error)) from None
+        if window_ns == 0 or window_ns % slices != 0:
+            raise HistogramValueError(
+                f"window must be > 0 and a whole number of ns divisible by slices={slices}, "
+                f"got {window!r} s")
+        if self.counts != NULL:
+            raise HistogramValueError("LatencyHistogram.__init__ may be called only once")
+        stride = layout.counts_len + 1
+        stride += (-stride) % HIST_STRIDE_ALIGN
+        counts = <uint32_t *>calloc(slices * stride, sizeof(uint32_t))
+        slots = <HistSlot *>calloc(slices + 1, sizeof(HistSlot))
+        limbo = <uint64_t *>calloc(stride, sizeof(uint64_t))
+        if counts == NULL or slots == NULL or limbo == NULL:
+            free(counts); free(slots); free(limbo)
+            raise MemoryError("LatencyHistogram: cannot allocate its counters")
+        self.layout = layout
+        self.clock = resolved
+        self.window_ns = window_ns
+        self.slices = slices
+        self.slice_ns = window_ns // slices
+        self.slice_divisor = _divisor(self.slice_ns)
+        self.slices_divisor = _divisor(slices)
+        self.stride = stride
+        self.counts = counts
+        self.slots = slots
+        self.limbo = limbo
+        self.saturated = 0
+        for slot in range(slices + 1):
+            slots[slot].epoch = HIST_EPOCH_UNUSED
+            hist_clear_marks(&slots[slot], layout.counts_len)
+
+    def __dealloc__(self):
+        cdef int64_t slot
+        if self.slots != NULL:
+            for slot in range(self.slices):
+                free(<uint64_t *><intptr_t>self.slots[slot].carry)
+        free(self.counts)
+        free(self.slots)
+        free(self.limbo)
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def record(self, value_ns, count=1):
+        """Record ``count`` (>= 1) observations of ``value_ns`` integer nanoseconds, now.
+
+        Values above ``highest`` are counted in ``overflow``. Raises ``HistogramValueError``
+        for a negative value or a count below 1; a non-int raises ``TypeError``.
+
+        >>> h.record(2_000_000)        # 2 ms
+        """
+        # exact-int checks are pointer compares; anything else goes through __index__ once
+        cdef int64_t value = value_ns if type(value_ns) is int else _as_int(value_ns, "latency")
+        cdef int64_t n = 1 if count is 1 else (
+            count if type(count) is int else _as_int(count, "count"))
+        if value < 0 or n < 1:
+            _bad_record(value, n)
+        cdef int64_t now_ns = clock_now_ns(self.clock)
+        if n <= 0xFFFFFFFF:
+            hist_record_at(self, value, <uint32_t>n, now_ns)
+        else:
+            hist_add_at(self, hist_counter_index(self, value), <uint64_t>n,
+                        hist_period(self, now_ns))
+
+    def record_many(self, values):
+        """Record every value of a 1-D numpy int64 array of nanoseconds, in one nogil loop.
+
+        All values share one clock reading. Raises ``HistogramTypeError`` for another type or
+        dtype and ``HistogramValueError`` (recording nothing) if any value is negative.
+
+        >>> h.record_many(np.array([1_000, 250_000, 3_000_000], dtype=np.int64))
+        """
+        if not isinstance(values, np.ndarray) or values.dtype != np.int64 or values.ndim != 1:
+            raise HistogramTypeError(
+                "values must be a 1-D numpy array of dtype int64, got "
+                + (f"an array of dtype {values.dtype} and {values.ndim} dimension(s)"
+                   if isinstance(values, np.ndarray) else type(values).__name__))
+        values = np.ascontiguousarray(values)
+        cdef const int64_t[::1] view = values
+        cdef Py_ssize_t i, n = view.shape[0], negative = -1
+        cdef int64_t now_ns
+        if n == 0:
+            return
+        with nogil:
+            for i in range(n):
+                if view[i] < 0:
+                    negative = i
+                    break
+        if negative >= 0:
+            raise HistogramValueError(
+                f"values must be >= 0 ns; values[{negative}] is {view[negative]} (nothing recorded)")
+        with nogil:
+            now_ns = clock_now_ns(self.clock)
+            hist_record_many(self, &view[0], n, now_ns)
+
+    def time(self):
+        """A context manager recording the elapsed time of its block (also when it raises).
+
+        >>> with h.time():
+        ...     work()
+        """
+        return HistogramTimer(self)
+
+    def timed(self, func):
+        """Decorator recording each call's duration; works for sync and ``async def``.
+
+        Raises ``HistogramTypeError`` if ``func`` is not callable.
+
+        >>> @h.timed
+        ... async def handler(request): ...
+        """
+        if not callable(func):
+            raise HistogramTypeError(f"timed() needs a callable, got {func!r}")
+        cdef LatencyHistogram hist = self
+        if inspect.iscoroutinefunction(func):
+            async def timed_async(*args, **kwargs):
+                cdef int64_t start_ns = clock_now_ns(hist.clock)
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    _record_since(hist, start_ns)
+            return functools.wraps(func)(timed_async)
+
+        def timed_sync(*args, **kwargs):
+            cdef int64_t start_ns = clock_now_ns(hist.clock)
+            try:
+                return func(*args, **kwargs)
+            finally:
+                _record_since(hist, start_ns)
+        return functools.wraps(func)(timed_sync)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def percentile(self, percentile, window=None):
+        """The value in ns at ``percentile`` (0..100) over the last ``window`` seconds.
+
+        HdrHistogram's definition: the highest value equivalent to the sample at rank
+        ``max(1, int(p * count / 100 + 0.5))``; 0 when empty. ``window`` (None: the whole
+        ring) must be a whole number of slices. Raises ``HistogramValueError`` otherwise.
+
+        >>> h.percentile(99.9, window=10)
+        """
+        cdef double p = _checked_percentile(percentile)
+        cdef uint64_t total
+        cdef uint64_t *merged = _merged_counts(self, window, &total)
+        cdef int64_t value
+        with nogil:
+            value = hist_value_at(&self.layout, merged, total, p)
+        free(merged)
+        return value
+
+    def percentiles(self, percentiles, window=None):
+        """``{p: value_ns}`` for each percentile in ``percentiles``, from one merge and scan.
+
+        >>> h.percentiles([50, 99, 99.9])
+        """
+        cdef uint64_t total
+        cdef uint64_t *merged
+        percentiles = list(percentiles)
+        for p in percentiles:
+            _checked_percentile(p)
+        merged = _merged_counts(self, window, &total)
+        try:
+            return hist_value_at_each(&self.layout, merged, total, percentiles)
+        finally:
+            free(merged)
+
+    def snapshot(self, window=None):
+        """An immutable ``HistogramSnapshot`` of the last ``window`` seconds (None: all)."""
+        cdef uint64_t total
+        cdef uint64_t *merged = _merged_counts(self, window, &total)
+        return HistogramSnapshot._adopt(self.layout, merged, total)
+
+    @property
+    def count(self):
+        """Number of values within [0, highest] recorded in the whole ring's window."""
+        return self.snapshot().count
+
+    @property
+    def overflow(self):
+        """Number of values above ``highest`` recorded in the whole ring's window."""
+        return self.snapshot().overflow
+
+    @property
+    def min(self):
+        """Lowest value equivalent to the smallest recorded value, in ns (0 when empty)."""
+        return self.snapshot().min
+
+    @property
+    def max(self):
+        """Highest value equivalent to the largest recorded value, in ns (0 when empty)."""
+        return self.snapshot().max
+
+    @property
+    def mean(self):
+        """Mean in ns, from bucket midpoints as HdrHistogram computes it (0.0 when empty)."""
+        return self.snapshot().mean
+
+    @property
+    def stdev(self):
+        """Population standard deviation in ns, from bucket midpoints (0.0 when empty)."""
+        return self.snapshot().stdev
+
+    def to_prometheus(self, name, help="", labels=None, buckets=None, window=None):
+        """Prometheus text exposition of the window as a histogram in seconds.
+
+        ``buckets`` are upper bounds in seconds (default prometheus_client's); a value counts
+        toward a bound when its whole HdrHistogram bucket lies at or below it. Raises
+        ``HistogramValueError`` for an invalid name, label or bucket list.
+
+        >>> print(h.to_prometheus("http_request_duration_seconds", labels={"route": "/"}))
+        """
+        return self.snapshot(window).to_prometheus(name, help, labels, buckets)
+
+    def to_openmetrics(self, name, help="", labels=None, buckets=None, window=None):
+        """OpenMetrics text of the window (ends with ``# EOF``); otherwise as ``to_prometheus``."""
+        return self.snapshot(window).to_openmetrics(name, help, labels, buckets)
+
+    # -- whole-histogram operations -------------------------------------------------------------
+
+    def merge(self, other):
+        """Add another histogram's counts to this one.
+
+        A ``LatencyHistogram`` with the same configuration merges slice by slice (each period
+        still inside this ring's window keeps its time); a ``HistogramSnapshot`` with the same
+        layout lands in the current slice. Raises ``HistogramValueError`` for a different
+        configuration, ``HistogramTypeError`` for another type.
+        """
+        cdef LatencyHistogram ring
+        cdef HistogramSnapshot snap
+        cdef int64_t now_ns = clock_now_ns(self.clock)
+        if isinstance(other, LatencyHistogram):
+            ring = <LatencyHistogram>other
+            if (not _same_layout(&self.layout, &ring.layout) or ring.slices != self.slices
+                    or ring.window_ns != self.window_ns):
+                raise HistogramValueError(
+                    f"cannot merge {other!r} into {self!r}: the configurations differ")
+            with nogil:
+                _merge_ring(self, ring, now_ns)
+        elif isinstance(other, HistogramSnapshot):
+            snap = <HistogramSnapshot>other
+            if not _same_layout(&self.layout, &snap.layout):
+                raise HistogramValueError(
+                    f"cannot merge {other!r} into {self!r}: the bucket layouts differ")
+            with nogil:
+                _merge_counts(self, snap.counts, hist_period(self, now_ns))
+        else:
+            raise HistogramTypeError(
+                f"merge() needs a LatencyHistogram or HistogramSnapshot, got {type(other).__name__}")
+
+    def reset(self):
+        """Forget every value. Values recorded by other threads during the reset may survive."""
+        cdef int64_t slot, address
+        for slot in range(self.slices):
+            fc_atomic_store_i64(&self.slots[slot].epoch, HIST_EPOCH_UNUSED)
+            memset(&self.counts[slot * self.stride], 0, self.stride * sizeof(uint32_t))
+            address = self.slots[slot].carry
+            if address != 0:
+                memset(<uint64_t *><intptr_t>address, 0, self.stride * sizeof(uint64_t))
+            hist_clear_marks(&self.slots[slot], self.layout.counts_len)
+        memset(self.limbo, 0, self.stride * sizeof(uint64_t))
+        hist_clear_marks(&self.slots[self.slices], self.layout.counts_len)
+        fc_atomic_store_i64(&self.saturated, 0)
+
+    def memory_bytes(self):
+        """Bytes of C memory this histogram owns (counters, slot headers, carries, limbo)."""
+        cdef int64_t slot
+        cdef Py_ssize_t total = (self.slices * self.stride * sizeof(uint32_t)
+                                 + (self.slices + 1) * sizeof(HistSlot)
+                                 + self.stride * sizeof(uint64_t))
+        for slot in range(self.slices):
+            if fc_atomic_load_i64(&self.slots[slot].carry) != 0:
+                total += self.stride * sizeof(uint64_t)
+        return total
+
+    # -- configuration --------------------------------------------------------------------------
+
+    @property
+    def significant_figures(self):
+        return self.layout.significant_figures
+
+    @property
+    def lowest(self):
+        """Lowest distinguishable value, ns (smaller values share the first bucket)."""
+        return self.layout.lowest
+
+    @property
+    def highest(self):
+        """Highest tracked value, ns; larger values count in ``overflow``."""
+        return self.layout.highest
+
+    @property
+    def window(self):
+        """The ring's whole window, seconds."""
+        return ns_to_seconds(self.window_ns)
+
+    @property
+    def slices(self):
+        return self.slices
+
+    def __repr__(self):
+        return (f"LatencyHistogram(significant_figures={self.layout.significant_figures}, "
+                f"lowest={self.layout.lowest}, highest={self.layout.highest}, "
+                f"window={ns_to_seconds(self.window_ns)!r}, slices={self.slices})")
+
+
+cdef int64_t _window_periods(LatencyHistogram self, object window) except -1:
+    """A window in seconds -> a number of slices (all of them for None)."""
+    if window is None:
+        return self.slices
+    try:
+        window_ns = seconds_to_ns(window, "window")
+    except TypeError as error:
+        raise HistogramTypeError(str(error)) from None
+    except ValueError as error:
+        raise HistogramValueError(str(error)) from None
+    if window_ns == 0 or window_ns % self.slice_ns != 0 or window_ns > self.window_ns:
+        raise HistogramValueError(
+            f"window must be a whole number of slices ({ns_to_seconds(self.slice_ns)!r} s each)"
+            f" up to {ns_to_seconds(self.window_ns)!r} s, got {window!r}")
+    return window_ns // self.slice_ns
+
+cdef uint64_t *_merged_counts(LatencyHistogram self, object window, uint64_t *total) except NULL:
+    """A fresh array (caller frees) holding the window's merged counts; `total` in range."""
+    cdef int64_t periods = _window_periods(self, window)
+    cdef uint64_t *merged = <uint64_t *>malloc(self.stride * sizeof(uint64_t))
+    cdef int wrapped
+    if merged == NULL:
+        raise MemoryError()
+    with nogil:
+        hist_merge_window(self, periods, clock_now_ns(self.clock), merged)
+        wrapped = hist_total(&self.layout, merged, total)
+    if wrapped or fc_atomic_load_i64(&self.saturated):
+        free(merged)
+        raise HistogramOverflowError("a bucket's count exceeded 2**64 - 1")
+    return merged
+
+
+cdef void _merge_counts(LatencyHistogram h, const uint64_t *counts, int64_t period) noexcept nogil:
+    cdef int64_t index
+    for index in range(h.layout.counts_len + 1):
+        if counts[index] != 0:
+            hist_add_at(h, index, counts[index], period)
+
+
+cdef void _merge_ring(LatencyHistogram h, LatencyHistogram other, int64_t now_ns) noexcept nogil:
+    cdef int64_t now_period = hist_period(h, now_ns)
+    cdef int64_t first = now_period - h.slices + 1
+    cdef int64_t slot, index, epoch, address
+    cdef uint64_t count
+    cdef const uint64_t *carry
+    for slot in range(other.slices):
+        epoch = fc_atomic_load_i64(&other.slots[slot].epoch)
+        if epoch < first or epoch < 0:
+            continue
+        if epoch > now_period:
+            epoch = now_period      # the other ring's clock is ahead: count it as now
+        address = fc_atomic_load_i64(&other.slots[slot].carry)
+        carry = <const uint64_t *><intptr_t>address
+        for index in range(fc_atomic_load_i64(&other.slots[slot].lo),
+                           fc_atomic_load_i64(&other.slots[slot].hi) + 1):
+            count = other.counts[slot * other.stride + index]
+            if carry != NULL:
+                count += carry[index]
+            if count != 0:
+                hist_add_at(h, index, count, epoch)
+    for index in range(fc_atomic_load_i64(&other.slots[other.slices].lo),
+                       fc_atomic_load_i64(&other.slots[other.slices].hi) + 1):
+        count = hist_load_u64(&other.limbo[index])
+        if count != 0:
+            hist_add_at(h, index, count, now_period)
+
+
+cdef hist_divisor _divisor(object d):
+    """The multiply-high reciprocal of d >= 1 that hist_divide uses (see histogram.pxd)."""
+    cdef hist_divisor divisor
+    shift = (d - 1).bit_length()                      # ceil(log2(d))
+    magic = -(-(1 << (64 + shift)) // d)              # ceil(2**(64+shift) / d)
+    divisor.lo = magic & 0xFFFFFFFFFFFFFFFF
+    divisor.hi = magic >> 64
+    divisor.shift = shift
+    return divisor
+
+
+cdef object _as_int(object value, str name):
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise HistogramTypeError(f"{name} must be an int (ns), got {value!r}") from None
+
+
+cdef _bad_record(int64_t value_ns, int64_t count):
+    if value_ns < 0:
+        raise HistogramValueError(f"latency must be >= 0 ns, got {value_ns}")
+    raise HistogramValueError(f"count must be >= 1, got {count}")
+
+
+cdef _record_since(LatencyHistogram hist, int64_t start_ns):
+    cdef int64_t now_ns = clock_now_ns(hist.clock)
+    hist_record_at(hist, now_ns - start_ns, 1, now_ns)
+
+
+cdef class HistogramTimer:
+    """Context manager from ``LatencyHistogram.time()``: records its block's duration in ns.
+
+    ``elapsed_ns`` holds the recorded duration after the block (-1 before it ends).
+    """
+    cdef LatencyHistogram hist
+    cdef int64_t start_ns
+    cdef readonly int64_t elapsed_ns
+
+    def __cinit__(self, LatencyHistogram hist):
+        self.hist = hist
+        self.elapsed_ns = -1
+
+    def __enter__(self):
+        self.start_ns = clock_now_ns(self.hist.clock)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        cdef int64_t now_ns = clock_now_ns(self.hist.clock)
+        self.elapsed_ns = now_ns - self.start_ns
+        hist_record_at(self.hist, self.elapsed_ns, 1, now_ns)
+        return False
+
+
+cdef class HistogramSnapshot:
+    """An immutable merged histogram: the same queries as ``LatencyHistogram``, plus
+    ``to_numpy()``. Made by ``LatencyHistogram.snapshot(window)``."""
+    cdef HistLayout layout
+    cdef uint64_t *counts           # counts_len buckets + overflow at counts_len
+    cdef uint64_t total
+
+    def __cinit__(self):
+        self.counts = NULL
+
+    def __init__(self):
+        raise HistogramTypeError("HistogramSnapshot is made by LatencyHistogram.snapshot()")
+
+    def __dealloc__(self):
+        free(self.counts)
+
+    @staticmethod
+    cdef HistogramSnapshot _adopt(HistLayout layout, uint64_t *counts, uint64_t total):
+        cdef HistogramSnapshot snap = HistogramSnapshot.__new__(HistogramSnapshot)
+        snap.layout = layout
+        snap.counts = counts
+        snap.total = total
+        return snap
+
+    @property
+    def count(self):
+        """Number of values within [0, highest]."""
+        return self.total
+
+    @property
+    def overflow(self):
+        """Number of values above ``highest``."""
+        return self.counts[self.layout.counts_len]
+
+    @property
+    def min(self):
+        return hist_min(&self.layout, self.counts)
+
+    @property
+    def max(self):
+        return hist_max(&self.layout, self.counts)
+
+    @property
+    def mean(self):
+        return hist_mean(&self.layout, self.counts, self.total)
+
+    @property
+    def stdev(self):
+        return hist_stdev(&self.layout, self.counts, self.total)
+
+    def percentile(self, percentile):
+        """The value in ns at ``percentile`` (0..100), as ``LatencyHistogram.percentile``."""
+        return hist_value_at(&self.layout, self.counts, self.total, _checked_percentile(percentile))
+
+    def percentiles(self, percentiles):
+        """``{p: value_ns}`` for each percentile."""
+        return hist_value_at_each(&self.layout, self.counts, self.total, percentiles)
+
+    def to_numpy(self):
+        """``(upper_bounds, counts)``: int64 highest value of each bucket in ns and its uint64
+        count, for every bucket (overflow excluded; see ``overflow``)."""
+        cdef Py_ssize_t n = self.layout.counts_len
+        cdef int64_t index
+        bounds = np.empty(n, dtype=np.int64)
+        counts = np.empty(n, dtype=np.uint64)
+        cdef int64_t[::1] bound_view = bounds
+        cdef uint64_t[::1] count_view = counts
+        for index in range(n):
+            bound_view[index] = hist_highest_of_index(&self.layout, index)
+            count_view[index] = self.counts[index]
+        return bounds, counts
+
+    def to_prometheus(self, name, help="", labels=None, buckets=None):
+        """Prometheus text exposition, as ``LatencyHistogram.to_prometheus``."""
+        return hist_exposition(&self.layout, self.counts, self.total, name, help, labels,
+                               buckets, False)
+
+    def to_openmetrics(self, name, help="", labels=None, buckets=None):
+        """OpenMetrics text exposition, as ``LatencyHistogram.to_openmetrics``."""
+        return hist_exposition(&self.layout, self.counts, self.total, name, help, labels,
+                               buckets, True)
+
+    def __repr__(self):
+        return (f"HistogramSnapshot(count={self.total}, overflow={self.overflow}, "
+                f"significant_figures={self.layout.significant_figures})")

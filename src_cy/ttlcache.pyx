@@ -1,0 +1,1241 @@
+"""TTLCache: cachetools.TTLCache's behaviour on a C hash table with intrusive orders."""
+cimport cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
+from cpython.float cimport PyFloat_AsDouble
+from libc.math cimport isnan, isinf, floor
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, INT64_MAX
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+import operator
+import time as _time
+from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
+from types import GenericAlias
+
+from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
+from fastcore._core.debug cimport FASTCORE_DEBUG
+from fastcore._core.clock import CoarseClock, ManualClock
+from fastcore._units import seconds_to_ns
+
+cdef extern from *:
+    const uint32_t TTL_NIL "((uint32_t)0xFFFFFFFFu)"
+    const uint64_t TTL_GOLDEN "((uint64_t)0x9E3779B97F4A7C15ull)"   # 2**64 / golden ratio
+    const int64_t TTL_SIGN_MASK "((int64_t)0x7FFFFFFFFFFFFFFFll)"
+
+cdef extern from "Python.h":
+    # Declared here without Cython's `except` so plain C functions can fill the slots.
+    ctypedef int (*fc_visitproc "visitproc")(PyObject *, void *) noexcept
+    ctypedef int (*fc_traverseproc "traverseproc")(PyObject *, fc_visitproc, void *) noexcept
+    ctypedef int (*fc_inquiry "inquiry")(PyObject *) noexcept
+    ctypedef struct fc_type "PyTypeObject":
+        fc_traverseproc tp_traverse
+        fc_inquiry tp_clear
+    Py_hash_t PyObject_Hash(object) except? -1
+    int PyObject_RichCompareBool(object, object, int) except -1
+    int Py_EQ
+
+cdef enum:
+    LRU = 0                 # list ids: links[L] = prev, links[L + 1] = next
+    EXP = 2
+    INS = 4
+    MIN_ENTRIES = 8         # entries
+    MAX_ENTRIES = 0x7FFFFFFF  # entries: keeps slot indices (+1) and TTL_NIL inside 32 bits
+    GRAVE_MIN = 32          # references
+    CACHE_LINE = 64         # bytes: one ttl_entry per line
+
+cdef object _MARKER = object()
+
+
+# ---------------------------------------------------------------------------------------
+# Time
+
+cdef inline int64_t _order_key(double x) noexcept nogil:
+    """Order-preserving int64 image of a non-NaN double (see the .pxd header)."""
+    cdef int64_t bits
+    x = x + 0.0  # -0.0 -> +0.0: the two compare equal as floats, so give them one key
+    memcpy(&bits, &x, 8)
+    return bits ^ ((bits >> 63) & TTL_SIGN_MASK)
+
+
+cdef inline int64_t _add_sat(int64_t a, int64_t b) noexcept nogil:
+    """a + b for b >= 0, saturating at INT64_MAX (ttl=inf never expires)."""
+    if a > INT64_MAX - b:
+        return INT64_MAX
+    return a + b
+
+
+cdef int _read_timer(TTLCache c, ttl_now *out) except -1:
+    cdef double raw = PyFloat_AsDouble(c._timer())
+    if isnan(raw):
+        raise ValueError("TTLCache timer returned NaN")
+    out.raw = raw
+    out.key = _order_key(raw)
+    return 0
+
+
+cdef inline int _now(TTLCache c, ttl_now *out) except -1:
+    """Read the time once: the frozen time inside a compound call, else the clock/timer."""
+    if c.freeze_depth:
+        out[0] = c.frozen
+    elif not c.timer_mode:
+        out.key = clock_now_ns(c.clock)
+    else:
+        _read_timer(c, out)
+    return 0
+
+
+cdef inline int64_t _expires_at(TTLCache c, ttl_now *now) noexcept:
+    if c.timer_mode:
+        return _order_key(now.raw + c.ttl_f)
+    return _add_sat(now.key, c.ttl_ns)
+
+
+cdef object _time_object(TTLCache c, ttl_now *now):
+    """The time as cachetools passes it around: float seconds."""
+    if c.timer_mode:
+        return now.raw
+    return now.key / 1e9
+
+
+cdef int _time_from_object(TTLCache c, object time, ttl_now *out) except -1:
+    """expire(time=...): seconds from the caller's timeline to the stored representation."""
+    if c.timer_mode:
+        out.raw = PyFloat_AsDouble(time)
+        if isnan(out.raw):
+            raise ValueError("time must not be NaN")
+        out.key = _order_key(out.raw)
+    else:
+        out.key = seconds_to_ns(time, "time")
+    return 0
+
+
+cdef int _freeze(TTLCache c) except -1:
+    """Enter a compound call: every time read until _thaw() sees this one (cachetools _Timer)."""
+    cdef ttl_now now
+    if c.freeze_depth == 0:
+        _now(c, &now)
+        c.frozen = now
+    c.freeze_depth += 1
+    return 0
+
+
+cdef inline void _thaw(TTLCache c) noexcept:
+    c.freeze_depth -= 1
+
+
+# ---------------------------------------------------------------------------------------
+# Deferred DECREF: a released key or value may run __del__, which may call back into this
+# cache, so references are parked here and released only once the structure is consistent.
+
+cdef int _grave_reserve(TTLCache c, Py_ssize_t n) except -1:
+    cdef Py_ssize_t cap
+    cdef PyObject **grown
+    if c.grave_len + n <= c.grave_cap:
+        return 0
+    cap = max(GRAVE_MIN, 2 * (c.grave_len + n))
+    grown = <PyObject **>realloc(c.grave, cap * sizeof(PyObject *))
+    if grown == NULL:
+        raise MemoryError()
+    c.grave = grown
+    c.grave_cap = cap
+    return 0
+
+
+cdef inline void _drain(TTLCache c) noexcept:
+    """Release parked references one at a time; reentrant calls push and pop safely."""
+    cdef PyObject *o
+    while c.grave_len:
+        c.grave_len -= 1
+        o = c.grave[c.grave_len]
+        Py_DECREF(<object>o)
+
+
+# ---------------------------------------------------------------------------------------
+# Intrusive lists
+
+cdef inline void _append(TTLCache c, uint32_t i, int L) noexcept:
+    cdef int h = L >> 1
+    cdef uint32_t t = c.tail[h]
+    c.entries[i].links[L] = t
+    c.entries[i].links[L + 1] = TTL_NIL
+    if t == TTL_NIL:
+        c.head[h] = i
+    else:
+        c.entries[t].links[L + 1] = i
+    c.tail[h] = i
+
+
+cdef inline void _unlink(TTLCache c, uint32_t i, int L) noexcept:
+    cdef int h = L >> 1
+    cdef uint32_t p = c.entries[i].links[L]
+    cdef uint32_t n = c.entries[i].links[L + 1]
+    if p == TTL_NIL:
+        c.head[h] = n
+    else:
+        c.entries[p].links[L + 1] = n
+    if n == TTL_NIL:
+        c.tail[h] = p
+    else:
+        c.entries[n].links[L] = p
+
+
+cdef inline void _to_end(TTLCache c, uint32_t i, int L) noexcept:
+    if c.tail[L >> 1] != i:
+        _unlink(c, i, L)
+        _append(c, i, L)
+
+
+# ---------------------------------------------------------------------------------------
+# Hash index
+
+cdef inline uint64_t _mix(Py_hash_t h) noexcept nogil:
+    # Fibonacci hashing: h * 2**64/phi mixes even sequential ints (hash(i) == i) into the
+    # high bits, which pick the home slot.
+    return <uint64_t>h * TTL_GOLDEN
+
+
+cdef inline uint64_t _home(TTLCache c, uint64_t mix) noexcept nogil:
+    # Multiply-shift range reduction: floor(hi32 * tsize / 2**32), i.e. hi32 scaled from
+    # [0, 2**32) to [0, tsize) -- any table size works, not only powers of two.
+    return ((mix >> 32) * c.tsize) >> 32
+
+
+cdef inline uint64_t _next(TTLCache c, uint64_t pos) noexcept nogil:
+    pos += 1
+    return 0 if pos == c.tsize else pos
+
+
+cdef inline uint64_t _distance(TTLCache c, uint64_t start, uint64_t end) noexcept nogil:
+    """Slots from start forward to end, wrapping around: (end - start) mod tsize."""
+    return end - start if end >= start else end + c.tsize - start
+
+
+cdef inline uint8_t _ctrl(uint64_t mix) noexcept nogil:
+    # 0x80 | 7 bits of the hash from below the home bits (bits 25..31): a miss is decided
+    # from the byte array alone (160 KB for 100,000 entries: it stays in L2).
+    return <uint8_t>(0x80 | ((mix >> 25) & 0x7F))
+
+
+cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
+    """Entry index holding `key`, or -1. A key's __eq__ may run Python code that changes the
+    table; the probe then restarts from the top."""
+    cdef uint64_t mix = _mix(h)
+    cdef uint8_t tag = _ctrl(mix)
+    cdef uint64_t pos, version
+    cdef uint8_t b
+    cdef uint32_t i
+    cdef int equal
+    cdef object stored
+    while True:
+        pos = _home(c, mix)
+        while True:
+            b = c.ctrl[pos]
+            if b == 0:
+                return -1
+            if b == tag:
+                i = <uint32_t>c.slot[pos]
+                if c.entries[i].key == <PyObject *>key:
+                    return i
+                if c.entries[i].hash == h:
+                    version = c.version
+                    stored = <object>c.entries[i].key
+                    equal = PyObject_RichCompareBool(stored, key, Py_EQ)
+                    stored = None
+                    if c.version != version:
+                        break
+                    if equal:
+                        return i
+            pos = _next(c, pos)
+
+
+cdef inline void _slot_insert(TTLCache c, uint64_t mix, uint32_t i) noexcept:
+    cdef uint64_t pos = _home(c, mix)
+    while c.ctrl[pos] != 0:
+        pos = _next(c, pos)
+    c.ctrl[pos] = _ctrl(mix)
+    c.slot[pos] = (mix >> 32) << 32 | i
+
+
+cdef void _slot_delete(TTLCache c, uint32_t i) noexcept:
+    """Remove entry i's slot, shifting later entries of its probe run back (no tombstones)."""
+    cdef uint64_t hole = _home(c, _mix(c.entries[i].hash))
+    cdef uint64_t j, home
+    while c.ctrl[hole] == 0 or <uint32_t>c.slot[hole] != i:
+        hole = _next(c, hole)
+    j = hole
+    while True:
+        j = _next(c, j)
+        if c.ctrl[j] == 0:
+            break
+        home = _home(c, c.slot[j])   # the slot keeps mix's high word: no entry is read
+        # The entry at j may fill the hole unless its home lies cyclically in (hole, j]:
+        # distance(home -> j) < distance(hole -> j).
+        if _distance(c, home, j) < _distance(c, hole, j):
+            continue
+        c.ctrl[hole] = c.ctrl[j]
+        c.slot[hole] = c.slot[j]
+        hole = j
+    c.ctrl[hole] = 0
+
+
+cdef int _alloc_table(TTLCache c, uint64_t tsize) except -1:
+    """A fresh empty index of tsize slots (a multiple of 8): ctrl bytes, then the uint64
+    slots, in one block."""
+    cdef uint8_t *block = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
+    if block == NULL:
+        raise MemoryError()
+    memset(block, 0, tsize)
+    free(c.ctrl)
+    c.ctrl = block
+    c.slot = <uint64_t *>(block + tsize)
+    c.tsize = tsize
+    c.version += 1
+    return 0
+
+
+cdef int _rebuild_slots(TTLCache c, uint64_t tsize) except -1:
+    """Move to an index of tsize slots holding every live entry."""
+    cdef uint32_t i
+    _alloc_table(c, tsize)
+    i = c.head[INS >> 1]
+    while i != TTL_NIL:
+        _slot_insert(c, _mix(c.entries[i].hash), i)
+        i = c.entries[i].links[INS + 1]
+    return 0
+
+
+cdef uint64_t _table_size_for(uint32_t ecap) noexcept:
+    """Slots for ecap entries: 1.6 per entry (load <= 0.625), a multiple of 8, at least 16.
+    Linear probing then averages ~1.8 probes per hit and ~4 ctrl bytes per miss."""
+    cdef uint64_t tsize = (<uint64_t>ecap * 8 + 4) // 5
+    tsize = (tsize + 7) & ~(<uint64_t>7)     # round up to a multiple of 8
+    return tsize if tsize > 16 else 16
+
+
+cdef ttl_entry *_alloc_entries(uint64_t n) noexcept:
+    """n entries aligned to a cache line, so each entry is one line. NULL if out of memory."""
+    cdef void *block = NULL
+    if posix_memalign(&block, CACHE_LINE, n * sizeof(ttl_entry)) != 0:
+        return NULL
+    return <ttl_entry *>block
+
+
+cdef int _grow(TTLCache c) except -1:
+    """Make room for one more entry: double the entry array (capped at max_count)."""
+    cdef uint64_t want = 2 * <uint64_t>c.ecap
+    cdef ttl_entry *entries
+    if c.ecap >= MAX_ENTRIES:
+        raise OverflowError(f"TTLCache holds at most {MAX_ENTRIES} entries")
+    if not c.sized and want > <uint64_t>c.max_count:
+        want = <uint64_t>c.max_count
+    if want > MAX_ENTRIES:
+        want = MAX_ENTRIES
+    if want <= c.ecap:
+        want = c.ecap + 1
+    entries = _alloc_entries(want)
+    if entries == NULL:
+        raise MemoryError()
+    memcpy(entries, c.entries, c.ecap * sizeof(ttl_entry))
+    free(c.entries)
+    c.entries = entries
+    c.ecap = <uint32_t>want
+    if _table_size_for(c.ecap) > c.tsize:
+        _rebuild_slots(c, _table_size_for(c.ecap))
+    return 0
+
+
+cdef inline Py_ssize_t _alloc(TTLCache c) except -1:
+    cdef uint32_t i
+    if c.free_head != TTL_NIL:
+        i = c.free_head
+        c.free_head = c.entries[i].links[1]
+        return i
+    if c.used_top == c.ecap:
+        _grow(c)
+    i = c.used_top
+    c.used_top += 1
+    return i
+
+
+# ---------------------------------------------------------------------------------------
+# Entry life cycle
+
+cdef inline void _link_new(TTLCache c, uint32_t i, object key, Py_hash_t h, object value,
+                           int64_t expires) noexcept:
+    cdef ttl_entry *e = &c.entries[i]
+    Py_INCREF(key)
+    Py_INCREF(value)
+    e.key = <PyObject *>key
+    e.value = <PyObject *>value
+    e.hash = h
+    e.expires = expires
+    e.size = NULL
+    _slot_insert(c, _mix(h), i)
+    _append(c, i, LRU)
+    _append(c, i, EXP)
+    _append(c, i, INS)
+    c.count += 1
+    c.version += 1
+
+
+cdef int _drop(TTLCache c, uint32_t i) except -1:
+    """Unlink entry i everywhere; its key and value references go to the grave."""
+    cdef ttl_entry *e = &c.entries[i]
+    cdef PyObject *size
+    _grave_reserve(c, 2)
+    if c.sized:
+        size = e.size
+        c._currsize = c._currsize - <object>size
+        e.size = NULL
+        Py_DECREF(<object>size)   # an int or float: releasing it runs no Python code
+    _slot_delete(c, i)
+    _unlink(c, i, LRU)
+    _unlink(c, i, EXP)
+    _unlink(c, i, INS)
+    c.grave[c.grave_len] = e.key
+    c.grave[c.grave_len + 1] = e.value
+    c.grave_len += 2
+    e.key = NULL
+    e.value = NULL
+    e.links[1] = c.free_head
+    c.free_head = i
+    c.count -= 1
+    c.version += 1
+    return 0
+
+
+cdef int _expire_until(TTLCache c, int64_t now, list out) except -1:
+    """Remove items with expires <= now from the front of the EXP list (cachetools expire)."""
+    cdef uint32_t i
+    while c.head[EXP >> 1] != TTL_NIL:
+        i = c.head[EXP >> 1]
+        if now < c.entries[i].expires:
+            break
+        if out is not None:
+            out.append((<object>c.entries[i].key, <object>c.entries[i].value))
+        _drop(c, i)
+    return 0
+
+
+cdef int _expire(TTLCache self, ttl_now *now) except -1:
+    """Expire at `now`, through a subclass's expire() when it overrides it."""
+    if self.hook_expire:
+        self.expire(_time_object(self, now))
+    else:
+        _expire_until(self, now.key, None)
+    return 0
+
+
+cdef int _evict(TTLCache self) except -1:
+    """Make room once: popitem() semantics (expire at the frozen time, then drop the LRU)."""
+    cdef uint32_t i
+    if self.hook_popitem:
+        self.popitem()
+        return 0
+    i = self.head[LRU >> 1]
+    if i == TTL_NIL:
+        raise KeyError(f"{type(self).__name__} is empty")
+    _drop(self, i)
+    return 0
+
+
+cdef object _checked_size(TTLCache c, object value):
+    """getsizeof(value) as an exact int or a float, validated against maxsize."""
+    size = c._getsizeof(value)
+    if type(size) is not int and type(size) is not float:
+        if isinstance(size, float):
+            size = float(size)
+        else:
+            try:
+                size = operator.index(size)
+            except TypeError:
+                raise TypeError(f"getsizeof must return a number, got {size!r}") from None
+    if size != size:
+        raise ValueError("value size must not be NaN")
+    if size > c._maxsize:
+        raise ValueError("value too large")
+    if size < 0:
+        raise ValueError("value size must be non-negative")
+    return size
+
+
+cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) except -1:
+    """cachetools TTLCache.__setitem__: validate, expire, evict, then insert or overwrite."""
+    cdef Py_hash_t h = PyObject_Hash(key)
+    cdef ttl_now now
+    cdef Py_ssize_t i
+    cdef int64_t expires
+    cdef bint frozen = False
+    cdef PyObject *old
+    size = None
+    if self.sized:
+        size = _checked_size(self, value)
+    elif self.max_count < 1:
+        raise ValueError("value too large")
+    if given != NULL:
+        now = given[0]
+    else:
+        _now(self, &now)
+    expires = _expires_at(self, &now)
+    i = _find(self, key, h)
+    try:
+        if self.hook_expire or self.hook_popitem:
+            _freeze_at(self, &now)
+            frozen = True
+        _expire(self, &now)
+        if i >= 0 and (self.entries[i].key == NULL or self.hook_expire):
+            i = _find(self, key, h)   # the key itself expired (or a hook ran): look again
+        if not self.sized:
+            if i < 0:
+                while self.count >= self.max_count:
+                    _evict(self)
+                if self.hook_popitem:
+                    i = _find(self, key, h)
+        else:
+            if i < 0:
+                diff = size
+            else:
+                diff = size - <object>self.entries[i].size
+            while self._currsize + diff > self._maxsize:
+                _evict(self)
+                if self.hook_popitem:
+                    i = _find(self, key, h)
+                elif i >= 0 and self.entries[i].key == NULL:
+                    i = -1
+                if i < 0:
+                    diff = size
+        if i >= 0:
+            old = self.entries[i].value
+            if Py_REFCNT(<object>old) > 1:
+                # Someone else holds the old value: this DECREF cannot free it or run code.
+                Py_INCREF(value)
+                self.entries[i].value = <PyObject *>value
+                Py_DECREF(<object>old)
+            else:
+                _grave_reserve(self, 1)
+                Py_INCREF(value)
+                self.entries[i].value = <PyObject *>value
+                self.grave[self.grave_len] = old
+                self.grave_len += 1
+            self.entries[i].expires = expires
+            _to_end(self, i, LRU)
+            _to_end(self, i, EXP)
+            if self.sized:
+                Py_DECREF(<object>self.entries[i].size)
+        else:
+            i = _alloc(self)
+            _link_new(self, i, key, h, value, expires)
+            diff = size
+        if self.sized:
+            Py_INCREF(size)
+            self.entries[i].size = <PyObject *>size
+            self._currsize = self._currsize + diff
+    finally:
+        if frozen:
+            _thaw(self)
+        _drain(self)
+    if FASTCORE_DEBUG:
+        _check_invariants(self)
+    return 0
+
+
+cdef inline void _freeze_at(TTLCache c, ttl_now *now) noexcept:
+    if c.freeze_depth == 0:
+        c.frozen = now[0]
+    c.freeze_depth += 1
+
+
+cdef int _alive_lookup(TTLCache self, object key, Py_ssize_t *index, ttl_now *now,
+                       bint have_now) except -1:
+    """Find `key`: 1 if present and alive at `now`, else 0 (*index = -1 when absent).
+
+    Without `have_now` the time is read only when the key is present, as cachetools'
+    __getitem__/__contains__ do; a timer call that changed the cache makes the lookup repeat.
+    """
+    cdef Py_hash_t h = PyObject_Hash(key)
+    cdef Py_ssize_t i = _find(self, key, h)
+    cdef uint64_t version
+    index[0] = i
+    if i < 0:
+        return 0
+    if not have_now:
+        version = self.version
+        _now(self, now)
+        if self.version != version:
+            i = _find(self, key, h)
+            index[0] = i
+            if i < 0:
+                return 0
+    return now.key < self.entries[i].expires
+
+
+# ---------------------------------------------------------------------------------------
+# GC support: the entries hold references the generated tp_traverse does not know about.
+
+cdef fc_traverseproc _base_traverse = NULL
+cdef fc_inquiry _base_clear = NULL
+
+
+cdef int _ttl_traverse(PyObject *o, fc_visitproc visit, void *arg) noexcept:
+    cdef TTLCache c = <TTLCache>o
+    cdef uint32_t i
+    cdef int r
+    i = c.head[INS >> 1] if c.entries != NULL else TTL_NIL
+    while i != TTL_NIL:
+        r = visit(c.entries[i].key, arg)
+        if r:
+            return r
+        r = visit(c.entries[i].value, arg)
+        if r:
+            return r
+        i = c.entries[i].links[INS + 1]
+    return _base_traverse(o, visit, arg)
+
+
+cdef int _ttl_clear(PyObject *o) noexcept:
+    """Break reference cycles through the cache: release the items, then the callables that
+    may refer back to it. The typed clock stays (clocks hold no references), so a call that
+    reaches a cleared cache raises instead of crashing."""
+    cdef TTLCache c = <TTLCache>o
+    _release_all(c)
+    if c.timer_mode:
+        c._timer = None
+    c._getsizeof = None
+    if _base_clear != NULL:
+        return _base_clear(o)
+    return 0
+
+
+cdef void _release_all(TTLCache c) noexcept:
+    """Empty the cache: reset to fresh arrays first, then release the old references, so a
+    __del__ running meanwhile sees a consistent (empty) cache."""
+    cdef ttl_entry *entries = c.entries
+    cdef uint8_t *ctrl = c.ctrl
+    cdef uint64_t *slot = c.slot
+    cdef uint32_t i = c.head[INS >> 1] if entries != NULL else TTL_NIL
+    cdef uint32_t nxt
+    c.entries = NULL
+    c.ctrl = NULL
+    if _reset(c) < 0:
+        # Out of memory while emptying: keep the old arrays; the caller reports it.
+        c.entries, c.ctrl, c.slot = entries, ctrl, slot
+        return
+    while i != TTL_NIL:
+        nxt = entries[i].links[INS + 1]
+        Py_DECREF(<object>entries[i].key)
+        Py_DECREF(<object>entries[i].value)
+        if entries[i].size != NULL:
+            Py_DECREF(<object>entries[i].size)
+        i = nxt
+    free(entries)
+    free(ctrl)
+
+
+cdef int _reset(TTLCache c) noexcept:
+    """Fresh empty arrays (MIN_ENTRIES entries). Returns -1 if out of memory."""
+    c.entries = _alloc_entries(MIN_ENTRIES)
+    if c.entries == NULL:
+        return -1
+    try:
+        _alloc_table(c, _table_size_for(MIN_ENTRIES))
+    except MemoryError:
+        free(c.entries)
+        c.entries = NULL
+        return -1
+    c.ecap = MIN_ENTRIES
+    c.used_top = 0
+    c.free_head = TTL_NIL
+    c.count = 0
+    for k in range(3):
+        c.head[k] = TTL_NIL
+        c.tail[k] = TTL_NIL
+    c._currsize = 0
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+
+@cython.no_gc_clear   # _ttl_clear clears what can form cycles; see there
+cdef class TTLCache:
+    """LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
+
+    ``TTLCache(maxsize, ttl, timer=time.monotonic, getsizeof=None, *, clock=None)``.
+    ``ttl`` is in seconds (``math.inf``: never expires). Time comes from ``clock`` (a
+    ``fastcore`` clock, read in C: ``None``/``time.monotonic`` mean ``CLOCK_MONOTONIC``,
+    ``CoarseClock()`` is cheaper at millisecond resolution, ``ManualClock`` for tests), or
+    from a ``timer`` callable returning seconds (slower: one Python call per time read).
+    An item is gone once ``now >= set_time + ttl``; when full, expired items go first, then
+    the least recently used.
+
+    Raises ``ValueError`` for a negative or NaN ``maxsize``/``ttl`` and ``value too large``
+    for an item larger than ``maxsize``; ``KeyError`` like a dict; ``TypeError`` for an
+    unhashable key. A failed call changes nothing.
+
+    Example::
+
+        cache = TTLCache(maxsize=1024, ttl=600)
+        cache["user:1"] = profile
+        cache.get("user:1")
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        cls = type(self)
+        if cls is not TTLCache:
+            self.hook_missing = cls.__missing__ is not TTLCache.__missing__
+            self.hook_getitem = cls.__getitem__ is not TTLCache.__getitem__
+            self.hook_contains = cls.__contains__ is not TTLCache.__contains__
+            self.hook_delitem = cls.__delitem__ is not TTLCache.__delitem__
+            self.hook_popitem = cls.popitem is not TTLCache.popitem
+            self.hook_expire = cls.expire is not TTLCache.expire
+            self.hook_setitem = cls.__setitem__ is not TTLCache.__setitem__
+        self.clock = clock_resolve(None)
+        self._timer = self.clock
+        self._maxsize = 0
+        self._ttl = 0
+        self._getsizeof = None
+        if _reset(self) < 0:
+            raise MemoryError()
+
+    def __init__(self, maxsize, ttl, timer=_time.monotonic, getsizeof=None, *, clock=None):
+        if isinstance(maxsize, bool) or not isinstance(maxsize, (int, float)):
+            raise TypeError(f"maxsize must be a number, got {maxsize!r}")
+        if maxsize != maxsize:
+            raise ValueError("maxsize must not be NaN")
+        if maxsize < 0:
+            raise ValueError("maxsize must be non-negative")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise TypeError(f"ttl must be a number of seconds, got {ttl!r}")
+        if ttl != ttl or ttl < 0:
+            raise ValueError(f"ttl must be a number of seconds >= 0, got {ttl!r}")
+        if getsizeof is None and type(self).getsizeof is not TTLCache.getsizeof:
+            getsizeof = self.getsizeof
+        if getsizeof is not None and not callable(getsizeof):
+            raise TypeError(f"getsizeof must be callable, got {getsizeof!r}")
+        if isinstance(timer, Clock):
+            if clock is not None and clock is not timer:
+                raise TypeError("pass either timer= or clock=, not both")
+            clock = timer
+        elif timer is None or timer is _time.monotonic:
+            pass
+        elif not callable(timer):
+            raise TypeError(f"timer must be callable, got {timer!r}")
+        elif clock is not None:
+            raise TypeError("pass either timer= or clock=, not both")
+        resolved = clock_resolve(clock)
+        ttl_ns = INT64_MAX if ttl == float("inf") else min(seconds_to_ns(ttl, "ttl"), INT64_MAX)
+        self.sized = getsizeof is not None
+        _release_all(self)   # __init__ again empties the cache
+        if self.entries == NULL:
+            raise MemoryError()
+        self.clock = resolved
+        self.timer_mode = not (timer is None or timer is _time.monotonic
+                               or isinstance(timer, Clock))
+        self._timer = timer if self.timer_mode else resolved
+        self._maxsize = maxsize
+        self._ttl = ttl
+        self.ttl_ns = ttl_ns
+        self.ttl_f = float(ttl)
+        self._getsizeof = getsizeof
+        self.max_count = <int64_t>floor(min(<double>maxsize, <double>MAX_ENTRIES)) \
+            if maxsize < MAX_ENTRIES else MAX_ENTRIES
+        self._currsize = 0
+
+    def __dealloc__(self):
+        _release_all(self)
+        free(self.entries)
+        free(self.ctrl)
+        self.entries = NULL
+        self.ctrl = NULL
+        _drain(self)
+        free(self.grave)
+
+    @classmethod
+    def __class_getitem__(cls, item):
+        return GenericAlias(cls, item)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t i
+        cdef ttl_now now
+        cdef Py_hash_t h
+        if not self.timer_mode and not self.freeze_depth:
+            # The hot path: compiled clock, read only when the key is present.
+            h = PyObject_Hash(key)
+            i = _find(self, key, h)
+            if i >= 0:
+                _to_end(self, i, LRU)
+                if clock_now_ns(self.clock) < self.entries[i].expires:
+                    return <object>self.entries[i].value
+        else:
+            alive = _alive_lookup(self, key, &i, &now, False)
+            if i >= 0:
+                _to_end(self, i, LRU)
+                if alive:
+                    return <object>self.entries[i].value
+        if self.hook_missing:
+            return self.__missing__(key)
+        raise KeyError(key)
+
+    def __missing__(self, key):
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        cdef Py_ssize_t i
+        cdef ttl_now now
+        return _alive_lookup(self, key, &i, &now, False) == 1
+
+    def get(self, key, default=None):
+        """The value for ``key`` if present and not expired (marking it recently used), else
+        ``default``."""
+        cdef Py_ssize_t i
+        cdef ttl_now now
+        if self.hook_getitem or self.hook_contains:
+            _freeze(self)
+            try:
+                return self[key] if key in self else default
+            finally:
+                _thaw(self)
+        if not self.timer_mode and not self.freeze_depth:
+            i = _find(self, key, PyObject_Hash(key))
+            if i >= 0 and clock_now_ns(self.clock) < self.entries[i].expires:
+                _to_end(self, i, LRU)
+                return <object>self.entries[i].value
+            return default
+        _now(self, &now)   # cachetools reads the time once, before looking (frozen timer)
+        if _alive_lookup(self, key, &i, &now, True):
+            _to_end(self, i, LRU)
+            return <object>self.entries[i].value
+        return default
+
+    def __len__(self):
+        cdef ttl_now now
+        _now(self, &now)
+        _freeze_at(self, &now)
+        try:
+            _expire(self, &now)
+        finally:
+            _thaw(self)
+            _drain(self)
+        return self.count
+
+    @property
+    def currsize(self):
+        """The current size: the item count, or the sum of getsizeof() over the items.
+        Expired items are removed first."""
+        cdef ttl_now now
+        _now(self, &now)
+        _freeze_at(self, &now)
+        try:
+            _expire(self, &now)
+        finally:
+            _thaw(self)
+            _drain(self)
+        return self.count if not self.sized else self._currsize
+
+    @property
+    def maxsize(self):
+        """The maximum size of the cache (as given)."""
+        return self._maxsize
+
+    @property
+    def ttl(self):
+        """The time to live of the items, in seconds (as given)."""
+        return self._ttl
+
+    @property
+    def timer(self):
+        """The time source: the compiled clock (callable, returns seconds) or the timer."""
+        return self._timer
+
+    def getsizeof(self, value):
+        """The size of a value: ``getsizeof(value)`` if one was given, else 1."""
+        if self._getsizeof is None:
+            return 1
+        return self._getsizeof(value)
+
+    def __iter__(self):
+        return _iterate(self)
+
+    def keys(self):
+        return KeysView(self)
+
+    def values(self):
+        return ValuesView(self)
+
+    def items(self):
+        return ItemsView(self)
+
+    def __eq__(self, other):
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    def __ne__(self, other):
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) != dict(other.items())
+
+    __hash__ = None
+    __reversed__ = None     # as for every Mapping: not a sequence of len() indices
+
+    def __repr__(self):
+        cdef ttl_now now
+        cdef uint32_t i
+        _now(self, &now)
+        _freeze_at(self, &now)
+        try:
+            _expire(self, &now)
+            data = {}
+            i = self.head[INS >> 1]
+            while i != TTL_NIL:
+                data[<object>self.entries[i].key] = <object>self.entries[i].value
+                i = self.entries[i].links[INS + 1]
+            return "%s(%r, maxsize=%r, currsize=%r)" % (
+                type(self).__name__, data, self._maxsize,
+                self.count if not self.sized else self._currsize)
+        finally:
+            _thaw(self)
+            _drain(self)
+
+    def _check_invariants(self):
+        """Verify the .pxd invariants (O(n)); raises AssertionError naming the first broken
+        one. For tests and FASTCORE_DEBUG builds."""
+        _check_invariants(self)
+
+    def __sizeof__(self):
+        return self.memory_bytes()
+
+    def memory_bytes(self):
+        """Bytes held by the cache's own arrays (entries and index), excluding the key, value
+        and size objects."""
+        cdef size_t total = sizeof(TTLCache)
+        total += self.ecap * sizeof(ttl_entry) + self.tsize * (1 + sizeof(uint64_t))
+        total += self.grave_cap * sizeof(PyObject *)
+        return total
+
+    # -- writing ---------------------------------------------------------------------
+
+    def __setitem__(self, key, value):
+        _set_entry(self, key, value, NULL)
+
+    def __delitem__(self, key):
+        cdef Py_hash_t h = PyObject_Hash(key)
+        cdef Py_ssize_t i = _find(self, key, h)
+        cdef ttl_now now
+        cdef int64_t expires
+        if i < 0:
+            raise KeyError(key)
+        expires = self.entries[i].expires
+        try:
+            _drop(self, i)
+        finally:
+            _drain(self)
+        _now(self, &now)
+        if not (now.key < expires):
+            raise KeyError(key)
+
+    def pop(self, key, default=_MARKER):
+        """Remove ``key`` and return its value; if absent or expired return ``default``, or
+        raise ``KeyError`` without one."""
+        cdef Py_ssize_t i
+        cdef ttl_now now
+        cdef bint have_now = self.timer_mode
+        if have_now:
+            _now(self, &now)
+        if self.hook_getitem or self.hook_contains or self.hook_delitem:
+            _freeze(self)
+            try:
+                if key in self:
+                    value = self[key]
+                    del self[key]
+                    return value
+            finally:
+                _thaw(self)
+        elif _alive_lookup(self, key, &i, &now, have_now):
+            value = <object>self.entries[i].value
+            try:
+                _drop(self, i)
+            finally:
+                _drain(self)
+            return value
+        if default is not _MARKER:
+            return default
+        raise KeyError(key)
+
+    def setdefault(self, key, default=None):
+        """The value for ``key`` if present and alive; else set it to ``default`` and return
+        ``default``."""
+        cdef Py_ssize_t i
+        cdef ttl_now now
+        if self.hook_getitem or self.hook_contains or self.hook_setitem:
+            _freeze(self)
+            try:
+                if key in self:
+                    return self[key]
+                self[key] = default
+                return default
+            finally:
+                _thaw(self)
+        cdef bint have_now = self.timer_mode
+        if have_now:
+            _now(self, &now)
+        if _alive_lookup(self, key, &i, &now, have_now):
+            _to_end(self, i, LRU)
+            return <object>self.entries[i].value
+        _set_entry(self, key, default, &now if have_now or i >= 0 else NULL)
+        return default
+
+    def popitem(self):
+        """Remove and return the least recently used ``(key, value)`` pair that has not
+        expired; ``KeyError`` if there is none."""
+        cdef ttl_now now
+        cdef uint32_t i
+        _freeze(self)
+        try:
+            now = self.frozen
+            _expire(self, &now)
+            i = self.head[LRU >> 1]
+            if i == TTL_NIL:
+                raise KeyError(f"{type(self).__name__} is empty")
+            key = <object>self.entries[i].key
+            value = <object>self.entries[i].value
+            if self.hook_delitem:
+                del self[key]
+            else:
+                _drop(self, i)
+            return (key, value)
+        finally:
+            _thaw(self)
+            _drain(self)
+
+    def expire(self, time=None):
+        """Remove expired items and return them as a list of ``(key, value)`` pairs.
+
+        ``time`` (seconds on the cache's timeline, as ``cache.timer()`` returns) defaults to
+        now; items with ``time >= expiry`` go, in expiry order.
+        """
+        cdef ttl_now now
+        cdef list out = []
+        if time is None:
+            _now(self, &now)
+        else:
+            _time_from_object(self, time, &now)
+        try:
+            _expire_until(self, now.key, out)
+        finally:
+            _drain(self)
+        if FASTCORE_DEBUG:
+            _check_invariants(self)
+        return out
+
+    def clear(self):
+        """Remove every item (expired or not)."""
+        _release_all(self)
+        if self.entries == NULL:
+            raise MemoryError()
+
+    def update(self, other=(), /, **kwds):
+        """``D.update(other, **kwds)`` as for any MutableMapping (each item set in turn)."""
+        if isinstance(other, Mapping):
+            for key in other:
+                self[key] = other[key]
+        elif hasattr(other, "keys"):
+            for key in other.keys():
+                self[key] = other[key]
+        else:
+            for key, value in other:
+                self[key] = value
+        for key, value in kwds.items():
+            self[key] = value
+
+    def __reduce__(self):
+        """Pickle support: configuration, then the items with their expiries and sizes in
+        insertion order, and the LRU and expiry orders as positions in that list."""
+        cdef uint32_t i
+        cdef dict position = {}
+        items, lru, exp = [], [], []
+        i = self.head[INS >> 1]
+        while i != TTL_NIL:
+            position[i] = len(items)
+            items.append((<object>self.entries[i].key, <object>self.entries[i].value,
+                          self.entries[i].expires,
+                          <object>self.entries[i].size if self.sized else None))
+            i = self.entries[i].links[INS + 1]
+        for order, L in ((lru, LRU), (exp, EXP)):
+            i = self.head[L >> 1]
+            while i != TTL_NIL:
+                order.append(position[i])
+                i = self.entries[i].links[L + 1]
+        timer, clock = (self._timer, None) if self.timer_mode else (None, _clock_state(self.clock))
+        config = (self._maxsize, self._ttl, timer, self._getsizeof, clock)
+        state = getattr(self, "__dict__", None)
+        return (_restore, (type(self), config, items, lru, exp), state)
+
+    def __copy__(self):
+        cls = type(self)
+        other = cls.__new__(cls)
+        _copy_into(<TTLCache>other, self)
+        if hasattr(self, "__dict__"):
+            other.__dict__.update(self.__dict__)
+        return other
+
+
+cdef int _check_invariants(TTLCache c) except -1:
+    cdef uint32_t i, prev, n
+    cdef uint64_t pos, home, filled = 0
+    cdef int L
+    seen = {}
+    for L in (LRU, EXP, INS):
+        n = 0
+        prev = TTL_NIL
+        i = c.head[L >> 1]
+        while i != TTL_NIL:
+            assert i < c.used_top and c.entries[i].key != NULL, f"list {L}: dead entry {i}"
+            assert c.entries[i].links[L] == prev, f"list {L}: bad prev link at {i}"
+            seen[i] = seen.get(i, 0) + 1
+            prev = i
+            i = c.entries[i].links[L + 1]
+            n += 1
+            assert n <= c.count, f"list {L} is longer than count {c.count}"
+        assert c.tail[L >> 1] == prev, f"list {L}: tail is not the last entry"
+        assert n == c.count, f"list {L} holds {n} entries, count is {c.count}"
+    assert all(k == 3 for k in seen.values()), "an entry is missing from a list"
+    total = 0
+    for pos in range(c.tsize):
+        if c.ctrl[pos] == 0:
+            continue
+        filled += 1
+        i = <uint32_t>c.slot[pos]
+        assert i in seen, f"slot {pos} points at dead entry {i}"
+        mix = _mix(c.entries[i].hash)
+        assert c.ctrl[pos] == _ctrl(mix) and (c.slot[pos] >> 32) == (mix >> 32), \
+            f"slot {pos} does not match entry {i}'s hash"
+        home = _home(c, mix)
+        while home != pos:       # no empty slot between an entry's home and its slot
+            assert c.ctrl[home] != 0, f"hole in the probe run of entry {i}"
+            home = _next(c, home)
+        if c.sized:
+            total = total + <object>c.entries[i].size
+    assert filled == c.count, f"{filled} slots for {c.count} entries"
+    if c.sized:
+        assert total == c._currsize, f"sizes sum to {total}, currsize is {c._currsize}"
+    assert c.count <= c.max_count or c.sized, "more entries than maxsize"
+    return 0
+
+
+cdef object _clock_state(Clock clock):
+    """A compiled clock as picklable data: None (CLOCK_MONOTONIC), "coarse", or a
+    ManualClock's time in ns (the copy gets its own ManualClock at that time)."""
+    if isinstance(clock, ManualClock):
+        return clock.now_ns
+    if isinstance(clock, CoarseClock):
+        return "coarse"
+    return None
+
+
+def _restore(cls, config, items, lru, exp):
+    """Rebuild a pickled cache (see TTLCache.__reduce__)."""
+    cdef TTLCache c = cls.__new__(cls)
+    cdef Py_ssize_t i
+    cdef uint32_t at
+    maxsize, ttl, timer, getsizeof, clock = config
+    if clock == "coarse":
+        clock = CoarseClock()
+    elif clock is not None:
+        manual = ManualClock()
+        manual.set_ns(clock)
+        clock = manual
+    TTLCache.__init__(c, maxsize, ttl, timer, getsizeof, clock=clock)
+    if sorted(lru) != list(range(len(items))) or sorted(exp) != list(range(len(items))):
+        raise ValueError("corrupt TTLCache pickle: orders do not match the items")
+    slots = []
+    for key, value, expires, size in items:
+        at = _alloc(c)
+        _link_new(c, at, key, PyObject_Hash(key), value, expires)
+        if c.sized:
+            Py_INCREF(size)
+            c.entries[at].size = <PyObject *>size
+            c._currsize = c._currsize + size
+        slots.append(at)
+    for order, L in ((lru, LRU), (exp, EXP)):
+        c.head[L >> 1] = c.tail[L >> 1] = TTL_NIL
+        for i in order:
+            _append(c, <uint32_t>slots[i], L)
+    return c
+
+
+def _iterate(TTLCache c):
+    """cachetools' TTLCache.__iter__: a snapshot of keys in insertion order, taken at the first
+    next(); each key is yielded if still present and alive when reached."""
+    cdef uint32_t i = c.head[INS >> 1]
+    cdef Py_ssize_t j
+    cdef ttl_now now
+    keys = []
+    while i != TTL_NIL:
+        keys.append(<object>c.entries[i].key)
+        i = c.entries[i].links[INS + 1]
+    for key in keys:
+        _now(c, &now)   # cachetools freezes the time per key
+        if _alive_lookup(c, key, &j, &now, True):
+            yield key
+
+
+cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
+    """Make dst (fresh from __new__) an independent copy of src: same configuration, items,
+    orders and expiries."""
+    cdef uint32_t i
+    cdef ttl_entry *entries = _alloc_entries(src.ecap)
+    cdef uint64_t tsize = src.tsize
+    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
+    if entries == NULL or ctrl == NULL:
+        free(entries)
+        free(ctrl)
+        raise MemoryError()
+    _release_all(dst)
+    free(dst.entries)
+    free(dst.ctrl)
+    memcpy(entries, src.entries, src.ecap * sizeof(ttl_entry))
+    memcpy(ctrl, src.ctrl, tsize * (1 + sizeof(uint64_t)))
+    dst.entries = entries
+    dst.ctrl = ctrl
+    dst.slot = <uint64_t *>(ctrl + tsize)
+    dst.tsize = src.tsize
+    dst.ecap = src.ecap
+    dst.used_top = src.used_top
+    dst.free_head = src.free_head
+    dst.count = src.count
+    for k in range(3):
+        dst.head[k] = src.head[k]
+        dst.tail[k] = src.tail[k]
+    dst.sized = src.sized
+    dst.timer_mode = src.timer_mode
+    dst.clock = src.clock
+    dst._timer = src._timer
+    dst._maxsize = src._maxsize
+    dst._ttl = src._ttl
+    dst.ttl_ns = src.ttl_ns
+    dst.ttl_f = src.ttl_f
+    dst._getsizeof = src._getsizeof
+    dst.max_count = src.max_count
+    dst._currsize = src._currsize
+    i = dst.head[INS >> 1]
+    while i != TTL_NIL:
+        Py_INCREF(<object>dst.entries[i].key)
+        Py_INCREF(<object>dst.entries[i].value)
+        if dst.entries[i].size != NULL:
+            Py_INCREF(<object>dst.entries[i].size)
+        i = dst.entries[i].links[INS + 1]
+    return 0
+
+
+MutableMapping.register(TTLCache)
+
+_base_traverse = (<fc_type *>TTLCache).tp_traverse
+_base_clear = (<fc_type *>TTLCache).tp_clear
+(<fc_type *>TTLCache).tp_traverse = _ttl_traverse
+(<fc_type *>TTLCache).tp_clear = _ttl_clear

@@ -1,0 +1,544 @@
+"""fastcore.TTLCache: hand-computed cases, the drop-in contract, bad input, threads, reentrancy."""
+
+import copy
+import gc
+import math
+import random
+import sys
+import threading
+import time
+import weakref
+from collections.abc import MutableMapping
+
+import cachetools
+import pytest
+
+import fastcore
+from fastcore import CoarseClock, ManualClock, MonotonicClock, TTLCache
+
+NS = 1_000_000_000
+
+
+class Timer:
+    """cachetools' own test timer: moves when told to, or by one on every call (auto)."""
+
+    def __init__(self, auto=False):
+        self.auto = auto
+        self.time = 0
+
+    def __call__(self):
+        if self.auto:
+            self.time += 1
+        return self.time
+
+    def tick(self):
+        self.time += 1
+
+
+def contents(cache):
+    return list(cache.items())
+
+
+# -- the drop-in contract: the same user code against both classes -------------------------
+
+@pytest.fixture(params=["cachetools", "fastcore"])
+def Cache(request):
+    return cachetools.TTLCache if request.param == "cachetools" else fastcore.TTLCache
+
+
+def test_contract_ttl_and_lru(Cache):
+    cache = Cache(maxsize=2, ttl=2, timer=Timer())
+    assert cache.timer() == 0 and cache.ttl == 2 and cache.maxsize == 2
+    cache[1] = 1                            # expires at 2
+    assert set(cache) == {1} and len(cache) == 1 and cache[1] == 1
+    cache.timer.tick()
+    cache[2] = 2                            # expires at 3
+    assert set(cache) == {1, 2} and cache[1] == 1 and cache[2] == 2
+    cache.timer.tick()
+    assert set(cache) == {2} and 1 not in cache and cache[2] == 2
+    cache[3] = 3
+    assert set(cache) == {2, 3} and cache.currsize == 2
+    cache.timer.tick()
+    assert set(cache) == {3}
+    with pytest.raises(KeyError):           # expired but still stored: removed, then KeyError
+        del cache[2]
+    assert cache.expire() == []
+    cache.timer.tick()
+    assert len(cache) == 0 and cache.currsize == 0
+    with pytest.raises(KeyError):
+        cache.popitem()
+
+
+def test_contract_lru_eviction_and_expired_first(Cache):
+    timer = Timer()
+    cache = Cache(maxsize=3, ttl=10, timer=timer)
+    cache["a"], cache["b"], cache["c"] = 1, 2, 3
+    assert cache["a"] == 1                  # "b" is now the least recently used
+    cache["d"] = 4
+    assert list(cache) == ["a", "c", "d"]
+    timer.time = 5
+    cache["c"] = 30                         # refreshed: expires at 15
+    timer.time = 10                         # "a" and "d" expire (set at 0)
+    cache["e"] = 5                          # room without evicting a live item
+    assert contents(cache) == [("c", 30), ("e", 5)]
+    assert cache.expire(15) == [("c", 30)]
+
+
+def test_contract_auto_timer_calls_match():
+    """A timer that moves on every call: fastcore calls it exactly when cachetools does."""
+    ours, theirs = TTLCache(4, 3, timer=Timer(auto=True)), cachetools.TTLCache(
+        4, 3, timer=Timer(auto=True))
+    script = [("set", 1), ("get", 1), ("contains", 1), ("set", 2), ("get", 2), ("pop", 1),
+              ("set", 3), ("iter", None), ("len", None), ("setdefault", 4), ("popitem", None),
+              ("get", 9), ("contains", 9), ("set", 5), ("items", None), ("expire", None)]
+    for name, key in script:
+        for cache in (ours, theirs):
+            try:
+                if name == "set":
+                    cache[key] = key
+                elif name == "get":
+                    cache.get(key)
+                elif name == "contains":
+                    key in cache
+                elif name == "pop":
+                    cache.pop(key, None)
+                elif name == "iter":
+                    list(cache)
+                elif name == "len":
+                    len(cache)
+                elif name == "setdefault":
+                    cache.setdefault(key, key)
+                elif name == "popitem":
+                    cache.popitem()
+                elif name == "items":
+                    list(cache.items())
+                elif name == "expire":
+                    cache.expire()
+            except KeyError:
+                pass
+        assert ours.timer.time == theirs.timer.time, name
+        assert repr(ours) == repr(theirs), name
+
+
+def test_contract_getsizeof(Cache):
+    cache = Cache(maxsize=3, ttl=10, timer=Timer(), getsizeof=lambda v: v)
+    cache[1], cache[2] = 1, 2
+    assert cache.currsize == 3 and cache.getsizeof(2) == 2
+    cache[3] = 3                            # evicts both
+    assert contents(cache) == [(3, 3)] and cache.currsize == 3
+    with pytest.raises(ValueError, match="value too large"):
+        cache[4] = 4
+    cache[3] = 1
+    assert cache.currsize == 1
+
+
+def test_contract_missing_and_mapping_api(Cache):
+    class Defaulting(Cache):
+        def __missing__(self, key):
+            self[key] = value = key * 2
+            return value
+
+    cache = Defaulting(maxsize=2, ttl=1, timer=Timer())
+    assert cache[3] == 6 and 3 in cache
+    assert cache.get(5) is None and 5 not in cache         # get() never calls __missing__
+    assert cache.pop(7, "d") == "d" and cache.setdefault(8, 16) == 16
+    cache.update({1: 1}, two=2)
+    assert dict(cache) == {1: 1, "two": 2}
+    assert cache == {1: 1, "two": 2} and cache != {1: 1}
+    assert isinstance(cache, MutableMapping)
+    assert Cache[str, int].__origin__ is Cache
+    with pytest.raises(TypeError):
+        hash(cache)
+    duplicate = copy.copy(cache)
+    duplicate[9] = 9
+    assert 9 not in cache and type(duplicate) is Defaulting
+    cache.clear()
+    assert len(cache) == 0 and cache.currsize == 0
+
+
+def test_contract_eviction_notification(Cache):
+    """The cachetools documentation's recipe: override popitem to see evictions."""
+    evicted = []
+
+    class Logged(Cache):
+        def popitem(self):
+            key, value = super().popitem()
+            evicted.append(key)
+            return key, value
+
+    cache = Logged(maxsize=2, ttl=60)
+    for key in "abcd":
+        cache[key] = key
+    assert evicted == ["a", "b"] and list(cache) == ["c", "d"]
+
+
+def test_contract_cached_decorators(Cache):
+    calls = []
+
+    @cachetools.cached(cache=Cache(maxsize=8, ttl=60))
+    def square(x):
+        calls.append(x)
+        return x * x
+
+    assert [square(3), square(3), square(4)] == [9, 9, 16] and calls == [3, 4]
+
+    class Service:
+        def __init__(self):
+            self.cache = Cache(maxsize=8, ttl=60)
+
+        @cachetools.cachedmethod(lambda self: self.cache)
+        def double(self, x):
+            calls.append(x)
+            return 2 * x
+
+    service = Service()
+    assert service.double(5) == service.double(5) == 10 and calls == [3, 4, 5]
+
+
+def test_pickle_keeps_items_orders_and_expiries():
+    import pickle
+
+    timer = Timer()
+    cache = TTLCache(3, 10, timer=timer, getsizeof=len)
+    cache["a"], cache["b"] = "x", "yy"
+    timer.time = 4
+    cache["a"] = "z"                          # LRU and expiry order now b, a
+    restored = pickle.loads(pickle.dumps(cache))
+    assert contents(restored) == contents(cache) and restored.currsize == 3
+    restored.timer.time = 10                  # restored has its own copy of the timer
+    assert restored.expire() == [("b", "yy")]
+    restored["c"] = "c"
+    restored["d"] = "dd"                      # evicts "a", the least recently used
+    assert list(restored) == ["c", "d"]
+    plain = TTLCache(5, 60)
+    plain[1] = 1
+    assert pickle.loads(pickle.dumps(plain))[1] == 1
+
+
+@pytest.mark.parametrize("clock", [None, CoarseClock(), ManualClock(start=7.0)])
+def test_pickle_and_deepcopy_with_compiled_clocks(clock):
+    import pickle
+
+    cache = TTLCache(4, 10, clock=clock)
+    cache["k"] = ["v"]
+    for duplicate in (pickle.loads(pickle.dumps(cache)), copy.deepcopy(cache)):
+        assert contents(duplicate) == [("k", ["v"])] and type(duplicate.timer) is type(cache.timer)
+        assert duplicate["k"] is not cache["k"]
+    if isinstance(clock, ManualClock):
+        duplicate.timer.advance(10)         # the copy's clock is its own
+        assert "k" not in duplicate and "k" in cache
+
+
+def test_repr_matches_cachetools():
+    ours, theirs = TTLCache(3, 10, timer=Timer()), cachetools.TTLCache(3, 10, timer=Timer())
+    for cache in (ours, theirs):
+        cache["x"] = 1
+        cache[2] = "y"
+    assert repr(ours) == repr(theirs) == "TTLCache({'x': 1, 2: 'y'}, maxsize=3, currsize=2)"
+
+
+# -- time: exact boundaries and clocks ----------------------------------------------------
+
+def test_expiry_boundary_in_nanoseconds():
+    clock = ManualClock(start=5.0)
+    cache = TTLCache(10, 600, clock=clock)
+    cache["k"] = "v"                        # expires at 605 s exactly
+    clock.set_ns(605 * NS - 1)
+    assert cache["k"] == "v" and "k" in cache and cache.get("k") == "v"
+    clock.set_ns(605 * NS)
+    assert "k" not in cache and cache.get("k") is None
+    with pytest.raises(KeyError):
+        cache["k"]
+    assert cache.expire() == [("k", "v")] and len(cache) == 0
+
+
+def test_ttl_zero_and_infinite():
+    clock = ManualClock()
+    never = TTLCache(2, math.inf, clock=clock)
+    at_once = TTLCache(2, 0, clock=clock)
+    never["a"] = at_once["a"] = 1
+    clock.advance(1e9)
+    assert never["a"] == 1 and "a" not in at_once
+
+
+def test_timer_and_clock_choices():
+    assert isinstance(TTLCache(1, 1).timer, MonotonicClock)
+    assert isinstance(TTLCache(1, 1, timer=time.monotonic).timer, MonotonicClock)
+    coarse = CoarseClock()
+    assert TTLCache(1, 1, clock=coarse).timer is coarse
+    assert TTLCache(1, 1, timer=coarse).timer is coarse
+    manual = ManualClock(start=3.0)
+    cache = TTLCache(1, 1, timer=manual)
+    assert cache.timer is manual and cache.timer() == 3.0
+    cache["a"] = 1
+    manual.advance(1)
+    assert "a" not in cache
+    real = TTLCache(4, 60)
+    real["a"] = 1
+    assert real["a"] == 1 and abs(real.timer() - time.monotonic()) < 1.0
+    with pytest.raises(TypeError):
+        TTLCache(1, 1, timer=Timer(), clock=manual)
+    with pytest.raises(TypeError):
+        TTLCache(1, 1, clock=time.monotonic)
+    with pytest.raises(TypeError):
+        TTLCache(1, 1, timer=42)
+
+
+def test_expire_with_an_explicit_time():
+    clock = ManualClock()
+    cache = TTLCache(4, 2, clock=clock)
+    cache["a"] = 1
+    clock.advance(1)
+    cache["b"] = 2
+    assert cache.expire(1.5) == []
+    assert cache.expire(2.0) == [("a", 1)]
+    assert cache.expire(10) == [("b", 2)]
+
+
+# -- bad input raises and changes nothing -------------------------------------------------
+
+@pytest.mark.parametrize("maxsize, ttl, error", [
+    (-1, 1, ValueError), (float("nan"), 1, ValueError), ("10", 1, TypeError),
+    (10, -1, ValueError), (10, float("nan"), ValueError), (10, "1", TypeError),
+    (10, None, TypeError),
+])
+def test_bad_constructor_arguments(maxsize, ttl, error):
+    with pytest.raises(error):
+        TTLCache(maxsize, ttl)
+
+
+def test_bad_getsizeof_argument():
+    with pytest.raises(TypeError):
+        TTLCache(10, 1, getsizeof=3)
+
+
+def expired_state():
+    """A full cache holding one expired item (still stored) and two live ones."""
+    clock = ManualClock()
+    cache = TTLCache(3, 10, clock=clock, getsizeof=lambda v: v if isinstance(v, int) else -1)
+    cache["old"] = 1
+    clock.advance(5)
+    cache["a"], cache["b"] = 1, 1
+    clock.advance(5)                        # "old" is expired but not removed yet
+    return cache, clock
+
+
+@pytest.mark.parametrize("key, value, error", [
+    ([1], 1, TypeError),                    # unhashable key
+    ("big", 4, ValueError),                 # larger than maxsize
+    ("neg", "x", ValueError),               # negative size
+    ("nan", float("nan"), ValueError),
+])
+def test_bad_item_changes_nothing(key, value, error):
+    cache, clock = expired_state()
+    with pytest.raises(error):
+        cache[key] = value
+    assert cache.expire() == [("old", 1)]   # the expired item was still there
+    assert contents(cache) == [("a", 1), ("b", 1)] and cache.currsize == 2
+
+
+def test_maxsize_zero_stores_nothing():
+    cache = TTLCache(0, 10)
+    with pytest.raises(ValueError, match="value too large"):
+        cache["a"] = 1
+    assert len(cache) == 0
+
+
+def test_unhashable_lookups_raise_type_error():
+    cache = TTLCache(2, 10)
+    for call in (cache.__getitem__, cache.__contains__, cache.get, cache.pop,
+                 cache.__delitem__):
+        with pytest.raises(TypeError):
+            call([])
+
+
+def test_a_raising_eq_changes_nothing():
+    class Bad:
+        def __hash__(self):
+            return 7
+
+        def __eq__(self, other):
+            raise RuntimeError("no")
+
+    cache = TTLCache(4, 10)
+    cache[Bad()] = 1
+    with pytest.raises(RuntimeError):
+        cache[Bad()] = 2
+    assert list(cache.values()) == [1] and cache.currsize == 1
+
+
+# -- reentrancy: Python code running in the middle of an update ---------------------------
+
+def test_value_del_that_writes_into_the_cache():
+    cache = TTLCache(2, 10)
+
+    class Reenter:
+        def __del__(self):
+            cache["from_del"] = len(cache)
+
+    cache["a"] = Reenter()
+    cache["a"] = "replaced"                 # the old value's __del__ runs after the update
+    assert cache["from_del"] == 1
+    cache["b"] = Reenter()
+    cache["c"] = "evicts b"                 # eviction DECREF runs __del__ again
+    assert len(cache) == 2 and cache.currsize == 2 and len(list(cache)) == 2
+
+
+def test_key_eq_that_mutates_the_cache():
+    cache = TTLCache(64, 10)
+
+    class Mutating:
+        armed = False
+
+        def __init__(self, n):
+            self.n = n
+
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            if Mutating.armed:
+                Mutating.armed = False
+                for i in range(40):         # forces the table to grow mid-lookup
+                    cache[f"filler{i}"] = i
+            return isinstance(other, Mutating) and other.n == self.n
+
+    cache[Mutating(1)] = "one"
+    cache[Mutating(2)] = "two"
+    Mutating.armed = True
+    assert cache[Mutating(2)] == "two"
+    assert len(cache) == 42 and len(list(cache)) == 42
+    cache._check_invariants()
+
+
+def test_values_referencing_the_cache_are_collected():
+    class Node:
+        pass
+
+    cache = TTLCache(4, 10)
+    node = Node()
+    node.cache = cache
+    cache["self"] = node
+    ref = weakref.ref(node)
+    del node, cache
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_subclass_cycle_through_getsizeof_is_collected():
+    class Weighted(TTLCache):
+        def getsizeof(self, value):
+            return 1
+
+    cache = Weighted(4, 10)
+    cache["self"] = cache
+    ref = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert ref() is None
+
+
+# -- threads ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sized", [False, True])
+def test_four_threads_mixing_every_operation(sized):
+    clock = ManualClock()
+    cache = TTLCache(16, 0.05, clock=clock, getsizeof=(lambda v: 1 + v % 2) if sized else None)
+    errors = []
+    clock_lock = threading.Lock()           # ManualClock.advance is not atomic across threads
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def worker(seed):
+        rng = random.Random(seed)
+        try:
+            for _ in range(6000):
+                key = rng.randrange(40)
+                op = rng.randrange(13)
+                try:
+                    if op == 0:
+                        cache[key] = key
+                    elif op == 1:
+                        cache[key]
+                    elif op == 2:
+                        cache.get(key)
+                    elif op == 3:
+                        del cache[key]
+                    elif op == 4:
+                        cache.pop(key, None)
+                    elif op == 5:
+                        cache.setdefault(key, key)
+                    elif op == 6:
+                        cache.popitem()
+                    elif op == 7:
+                        cache.expire()
+                    elif op == 8:
+                        list(cache.items())
+                    elif op == 9:
+                        cache.update({key: key, key + 1: key})
+                    elif op == 10:
+                        len(cache), cache.currsize, key in cache
+                    elif op == 11:
+                        with clock_lock:
+                            clock.advance(0.001)
+                    elif rng.random() < 0.02:
+                        cache.clear()
+                except KeyError:
+                    pass
+        except BaseException as error:      # anything else is a failure
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert errors == []
+    cache._check_invariants()
+    items = contents(cache)
+    assert len(cache) == len(items) == len(set(k for k, _ in items))
+    expected_size = sum(1 + v % 2 for _, v in items) if sized else len(items)
+    assert cache.currsize == expected_size <= 16
+
+
+# -- growth, memory, agreement at scale ---------------------------------------------------
+
+def test_growth_and_deletion_agree_with_cachetools_at_scale():
+    rng = random.Random(7)
+    clock = ManualClock()
+    ours = TTLCache(1000, 5, clock=clock)
+    theirs = cachetools.TTLCache(1000, 5, timer=clock)
+    for step in range(30000):
+        key = rng.randrange(3000)
+        op = rng.random()
+        if op < 0.5:
+            ours[key] = theirs[key] = step
+        elif op < 0.8:
+            assert ours.get(key) == theirs.get(key)
+        elif op < 0.95:
+            assert ours.pop(key, None) == theirs.pop(key, None)
+        else:
+            clock.advance(0.25)
+    ours._check_invariants()
+    assert contents(ours) == contents(theirs)
+    assert ours.expire(clock() + 10) == theirs.expire(clock() + 10)
+
+
+def test_memory_is_bounded_by_maxsize():
+    cache = TTLCache(1000, 600)
+    for i in range(1000):
+        cache[i] = i
+    full = cache.memory_bytes()
+    assert 64 * 1000 <= full <= 100 * 1024 + 64 * 1024 + 4096
+    for i in range(1000, 50000):            # a flood of unique keys
+        cache[i] = i
+    # Only the list of references awaiting release may grow, by a few hundred bytes.
+    assert full <= cache.memory_bytes() <= full + 1024 and len(cache) == 1000
+
+
+def test_the_extension_is_compiled():
+    module = sys.modules[TTLCache.__module__]
+    assert module.__file__.endswith((".so", ".pyd"))
