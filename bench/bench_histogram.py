@@ -1,7 +1,7 @@
 """pytest-benchmark suite for LatencyHistogram, built from fastcore.benchmark.histogram.
 
     pytest bench/bench_histogram.py --benchmark-only        # one group per operation
-    python bench/bench_histogram.py                         # ratio table, as in the README
+    python bench/bench_histogram.py                         # interleaved ratio table (README)
 
 Every workload is a test with a unique name (no parametrisation); peers that are not
 installed are skipped with the reason.
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from fastcore.benchmark.histogram import workloads
-from fastcore.benchmark.workload import PeerMissing, measure, peer_version
+from fastcore.benchmark.workload import PeerMissing, peer_version
 
 KEYS, BATCH = 1, 1_000_000
 
@@ -42,21 +42,48 @@ for _workload in workloads(KEYS, BATCH):
     globals()[_name(_workload)] = _bench(_workload)
 
 
-def main(rounds=9):
-    """Print ns/op and the ratio to the group's fastcore (first) row, measured in one run."""
-    groups = {}
+def main(rounds=21, round_time=0.02):
+    """Print ns/op and the ratio to the group's first (fastcore) row.
+
+    Rounds are interleaved across all workloads (one round of each in turn, ``rounds`` times)
+    so that load from other processes hits every subject alike; the median is reported.
+    """
+    import statistics
+    import time
+
+    runs = []
     for workload in workloads(KEYS, BATCH):
         try:
-            groups.setdefault(workload.operation, []).append(measure(workload, rounds=rounds))
+            if workload.peer:
+                peer_version(workload.peer)
         except PeerMissing as missing:
             print(f"skipped {workload.subject}: {missing}", file=sys.stderr)
-    print("| operation | subject | ns/op | x fastcore |")
+            continue
+        run = workload.setup()
+        run()
+        calls = 1
+        while True:     # calls per round so that a round lasts about round_time
+            start = time.perf_counter_ns()
+            for _ in range(calls):
+                run()
+            if time.perf_counter_ns() - start >= round_time * 1e9 or calls >= 1 << 20:
+                break
+            calls *= 2
+        runs.append((workload, run, calls, []))
+    for _ in range(rounds):
+        for workload, run, calls, samples in runs:
+            start = time.perf_counter_ns()
+            for _ in range(calls):
+                run()
+            samples.append((time.perf_counter_ns() - start) / (calls * workload.ops))
+    print("| operation | subject | ns/op | ratio to first row |")
     print("|---|---|---:|---:|")
-    for operation, timings in groups.items():
-        reference = timings[0].median_ns
-        for timing in timings:
-            print(f"| {operation} | {timing.workload.subject} | {timing.median_ns:,.1f} | "
-                  f"{timing.median_ns / reference:.2f} |")
+    reference = {}
+    for workload, _, _, samples in runs:
+        median = statistics.median(samples)
+        first = reference.setdefault(workload.operation, median)
+        print(f"| {workload.operation} | {workload.subject} | {median:,.1f} | "
+              f"{median / first:.3f} |")
 
 
 if __name__ == "__main__":

@@ -22,17 +22,21 @@
 #   index = ((b + 1) << h) + (sub - H)                 == (b + 1) * H + sub - H
 # Precision: a bucket's width 2**(b+u) over its smallest value H * 2**(b+u) is 1/H, and
 # H = S/2 >= 10**sf, so a value and its bucket's bounds differ by less than 10**-sf of it.
-# Worked example (HdrHistogram_py's): 1 ns to 1 hour at 3 significant figures gives S = 2048,
-# H = 1024, B = 32 buckets, counts_len = 33 * 1024 = 33,792; 1 us..1 ms resolved to 1 ns,
-# 1 ms..1 s to 1 us or better, 3600 s still to 3.6 s or better. With the defaults
+# HdrHistogram_py's precision example, in its microsecond units: 1 us to 1 hour
+# (3,600,000,000 us) at 3 significant figures gives S = 2048, H = 1024, B = 22 buckets; it
+# resolves 1 us up to 1 ms, 1 ms or better up to 1 s, and 3.6 s or better at 1 hour. In this
+# histogram's nanoseconds, 1 ns to 1 hour at sf = 3 gives B = 32, counts_len = 33,792, values
+# below 2,048 ns exact and every value v resolved to v / 1024 or better. With the defaults
 # (sf = 2): S = 256, H = 128, B = 35, counts_len = 4608. Value 1,000,000 (1 ms):
 # bit_length(1,000,000 | 255) = 20, b = 20 - 0 - 8 = 12, sub = 1,000,000 >> 12 = 244,
 # index = 13 * 128 + 244 - 128 = 1780, bucket range [999,424, 1,003,519] (step 4096, 0.41 %).
 #
 # State (bytes): per slice `stride` uint32 counters (counts_len buckets + 1 overflow counter,
-# padded to 64 bytes) = 18,496 B with the defaults; per slice one int64 epoch and one lazily
-# allocated uint64 carry array (NULL until a counter wraps; see below); one uint64 `limbo`
-# array of `stride`. Defaults (60 slices): 60 * 18,496 + 36,992 + 960 = 1,147,712 B (1.09 MiB).
+# padded to 64 bytes) = 18,496 B with the defaults; slices + 1 slot headers of 32 B (epoch,
+# lo/hi marks of the counter indices written since the last clear, and a lazily allocated
+# uint64 carry array, NULL until a counter wraps; the extra header marks limbo); one uint64
+# `limbo` array of `stride`. Defaults (60 slices): 60 * 18,496 + 61 * 32 + 36,992 =
+# 1,148,704 B (1.10 MiB). significant_figures=3: stride 33,808, 8,386,336 B (8.0 MiB).
 #
 # Time: slice_ns = window_ns / slices. A record at `now` belongs to period p = now // slice_ns
 # and lands in slot p % slices, whose epoch says which period it holds:
@@ -46,16 +50,18 @@
 #                    window): the value is counted there, never dropped.
 # Invariants: counts never decrease except by a clear of a stale slot; every recorded count
 # sits in exactly one of: a live slot's counter (+ its carry), limbo, or a slot cleared
-# because its period left the window.
+# because its period left the window. A counter is nonzero only inside its slot's [lo, hi]
+# (a recorder widens the marks before it adds), so queries read only that range.
 # Counter width: a uint32 counter that wraps (fetch-add result < added count) is detected by
 # the one thread whose add wrapped it; that thread adds 2**32 to the slot's uint64 carry
 # array, so no count is lost. 64-bit totals that would wrap set `saturated` and queries then
 # raise instead of answering.
 #
-# Cost: record = 2 multiply-high divisions, 1 clz, 1 atomic load (epoch) + 1 atomic add, inline. A rotation
+# Cost: record = 2 multiply-high divisions, 1 clz, 1 load of the slot header (epoch and
+# marks, one cache line) + 1 atomic add, inline. A rotation
 # zeroes one slot (18 KB memset, about 1 us) once per slice. record_many accumulates in a
 # private array and flushes nonzero buckets with one atomic add each. Queries: O(slices *
-# stride) adds over the slots inside the window (skipping expired ones) + one scan.
+# (hi - lo)) widening adds over the slots inside the window (skipping expired ones) + one scan.
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 
 from fastcore._core.atomic cimport fc_atomic_load_i64, fc_atomic_add_u32

@@ -45,10 +45,22 @@ cdef extern from *:
     static inline uint64_t hist_load_u64(const uint64_t *p) {
         return __atomic_load_n(p, __ATOMIC_RELAXED);
     }
-    /* restrict lets the compiler vectorise the widening adds queries spend their time in */
-    static inline void hist_add_u32s(uint64_t *restrict out, const uint32_t *restrict in,
-                                     Py_ssize_t n) {
+    /* restrict lets the compiler vectorise the widening adds queries spend their time in;
+     * target_clones adds an AVX2 version chosen at load time where the CPU has it. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("avx2", "default")))
+    #endif
+    static void hist_add_u32s(uint64_t *restrict out, const uint32_t *restrict in,
+                              Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) out[i] += in[i];
+    }
+    /* sum of counts[lo..hi] in 128 bits; 1 if it does not fit in 64 */
+    static inline int hist_sum_u64s(const uint64_t *counts, Py_ssize_t lo, Py_ssize_t hi,
+                                    uint64_t *total) {
+        unsigned __int128 sum = 0;
+        for (Py_ssize_t i = lo; i <= hi; i++) sum += counts[i];
+        *total = (uint64_t)sum;
+        return (sum >> 64) != 0;
     }
     static inline void hist_add_u64s(uint64_t *restrict out, const uint64_t *restrict in,
                                      Py_ssize_t n) {
@@ -59,6 +71,7 @@ cdef extern from *:
     uint64_t hist_load_u64(const uint64_t *p) noexcept nogil
     void hist_add_u32s(uint64_t *out, const uint32_t *src, Py_ssize_t n) noexcept nogil
     void hist_add_u64s(uint64_t *out, const uint64_t *src, Py_ssize_t n) noexcept nogil
+    int hist_sum_u64s(const uint64_t *counts, Py_ssize_t lo, Py_ssize_t hi, uint64_t *total) noexcept nogil
 
 
 cdef enum:
@@ -302,24 +315,41 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
             return
 
 
-cdef void hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t n,
-                           int64_t now_ns) noexcept nogil:
-    """Record every value at `now_ns`; large arrays are tallied privately, then flushed."""
+cdef Py_ssize_t hist_record_many(LatencyHistogram h, const int64_t *values, Py_ssize_t n,
+                                 int64_t now_ns) noexcept nogil:
+    """Record every value at `now_ns`, or nothing if one is negative: returns the index of
+    the first negative value, else -1. Large arrays are tallied privately in one pass (a
+    negative value found there discards the tally), then flushed."""
     cdef Py_ssize_t i
-    cdef int64_t index, period = hist_period(h, now_ns)
+    cdef int64_t value, index, period = hist_period(h, now_ns)
+    cdef uint64_t highest = <uint64_t>h.layout.highest
+    # a local copy: tally stores cannot alias it, so the loop keeps the layout in registers
+    cdef HistLayout layout = h.layout
     cdef uint64_t *tally = NULL
     if n >= HIST_LOCAL_MIN:
         tally = <uint64_t *>calloc(h.stride, sizeof(uint64_t))
     if tally == NULL:
         for i in range(n):
+            if values[i] < 0:
+                return i
+        for i in range(n):
             hist_record_at(h, values[i], 1, now_ns)
-        return
+        return -1
     for i in range(n):
-        tally[hist_counter_index(h, values[i])] += 1
+        value = values[i]
+        # one unsigned compare sends negatives and overflows alike to the rare branch
+        if <uint64_t>value > highest:
+            if value < 0:
+                free(tally)
+                return i
+            tally[layout.counts_len] += 1
+        else:
+            tally[hist_index_of(&layout, <uint64_t>value)] += 1
     for index in range(h.layout.counts_len + 1):
         if tally[index] != 0:
             hist_add_at(h, index, tally[index], period)
     free(tally)
+    return -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,14 +382,7 @@ cdef int hist_merge_window(LatencyHistogram h, int64_t periods, int64_t now_ns,
 
 cdef int hist_total(const HistLayout *layout, const uint64_t *counts, uint64_t *total) noexcept nogil:
     """In-range count into `total`; returns 1 if the sum would exceed 2**64 - 1."""
-    cdef int64_t index
-    cdef uint64_t sum = 0
-    for index in range(layout.counts_len):
-        if sum + counts[index] < sum:
-            return 1
-        sum += counts[index]
-    total[0] = sum
-    return 0
+    return hist_sum_u64s(counts, 0, layout.counts_len - 1, total)
 
 
 cdef inline int64_t hist_target_rank(double percentile, uint64_t total) noexcept nogil:
@@ -667,21 +690,14 @@ cdef class LatencyHistogram:
                    if isinstance(values, np.ndarray) else type(values).__name__))
         values = np.ascontiguousarray(values)
         cdef const int64_t[::1] view = values
-        cdef Py_ssize_t i, n = view.shape[0], negative = -1
-        cdef int64_t now_ns
+        cdef Py_ssize_t n = view.shape[0], negative
         if n == 0:
             return
         with nogil:
-            for i in range(n):
-                if view[i] < 0:
-                    negative = i
-                    break
+            negative = hist_record_many(self, &view[0], n, clock_now_ns(self.clock))
         if negative >= 0:
             raise HistogramValueError(
                 f"values must be >= 0 ns; values[{negative}] is {view[negative]} (nothing recorded)")
-        with nogil:
-            now_ns = clock_now_ns(self.clock)
-            hist_record_many(self, &view[0], n, now_ns)
 
     def time(self):
         """A context manager recording the elapsed time of its block (also when it raises).
