@@ -1,24 +1,28 @@
 """SemanticCache against the naive model of tests/model/semantic.py, under one ManualClock.
 
-Every lookup's state, value, age and negative flag, every fallback, delete, expire and
-membership answer, and after every step the stored keys in queue order, currsize and the
-counters must agree.
+Every lookup's state, value, age and negative flag, every get_or_load result or error
+(inline loads, stale-if-error, stale answers queueing one background refresh per key, run
+later by a manual executor), every fallback, delete, expire and membership answer, and after
+every step the stored keys in queue order, currsize and the counters must agree.
 """
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import fastcore
 from fastcore import Freshness, Intent, ManualClock, SemanticCache
-from model.semantic import SemanticModel
+from model.semantic import NO_FALLBACK, SemanticModel
+
+ERROR = LookupError("the loader failed")
 
 INTENTS = {
     "default": (0, True, True),
     "ctx": (15, True, False),
     "strict": (0, False, False),
 }
-keys = st.integers(0, 7)
+keys = st.integers(0, 2)
 intents = st.sampled_from([None, "default", "ctx", "strict"])
 freshness = st.one_of(
     st.none(),
@@ -33,6 +37,21 @@ def weight(value):
     return len(value)
 
 
+class ManualExecutor:
+    """Background refreshes wait here until the run_refreshes rule runs them, in order."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, fn, *args):
+        self.jobs.append((fn, args))
+
+    def run_all(self):
+        jobs, self.jobs = self.jobs, []
+        for fn, args in jobs:
+            fn(*args)
+
+
 class SemanticMachine(RuleBasedStateMachine):
     @initialize(maxsize=st.integers(1, 6), weighted=st.booleans(),
                 only_default=st.booleans())
@@ -41,11 +60,12 @@ class SemanticMachine(RuleBasedStateMachine):
         chosen = {"default": INTENTS["default"]} if only_default else INTENTS
         self.getsizeof = weight if weighted else None
         self.maxsize = max(maxsize, 3) if weighted else maxsize
+        self.executor = ManualExecutor()
         self.cache = SemanticCache(
-            self.maxsize, default=Freshness(10, 3, 7), negative_ttl=4,
+            self.maxsize, default=Freshness(2, 3, 7), negative_ttl=4,
             intents=[Intent(n, s, w, e) for n, (s, w, e) in chosen.items()],
-            getsizeof=self.getsizeof, clock=self.clock)
-        self.model = SemanticModel(self.maxsize, (10, 3, 7, False), 4, chosen, "default")
+            getsizeof=self.getsizeof, clock=self.clock, executor=self.executor)
+        self.model = SemanticModel(self.maxsize, (2, 3, 7, False), 4, chosen, "default")
         self.names = list(chosen)
 
     def now(self):
@@ -54,9 +74,18 @@ class SemanticMachine(RuleBasedStateMachine):
     def intent(self, name):
         return name if name in self.names or name is None else None
 
-    @rule(seconds=st.sampled_from([0.5, 1, 2, 3, 7, 10, 25, 60]))
+    @rule(seconds=st.sampled_from([0.5, 1, 2, 3, 5, 8, 12, 30]))
     def advance(self, seconds):
         self.clock.advance(seconds)
+
+    @rule(key=keys, offset=st.sampled_from([0, 0.5, 2.999, 3, 6.999, 7, 15, 20]))
+    def age_to_window(self, key, offset):
+        """Move time to ``max_age + offset`` of a stored entry: onto its window edges."""
+        e = self.model.entries.get(key)
+        if e is not None:
+            target = e.stored + e.fresh + round(offset * 10**9)
+            if target > self.now():
+                self.clock.set_ns(target)
 
     @rule(key=keys, value=values, f=freshness)
     def set(self, key, value, f):
@@ -101,7 +130,38 @@ class SemanticMachine(RuleBasedStateMachine):
         name = self.intent(name)
         got = self.cache._fallback(key, name)
         expected = self.model.fallback(key, name, self.now())
-        assert (got.value if got is not None else None) == expected
+        assert (got.value if got is not None else NO_FALLBACK) == expected
+
+    @rule(key=keys, name=intents, outcome=st.one_of(values, st.just(ERROR)),
+          then_refresh=st.booleans())
+    def get_or_load(self, key, name, outcome, then_refresh):
+        name = self.intent(name)
+        now = self.now()
+        if key in self.model.pending and self.model.peek(key, name, now) == "MISS":
+            return      # this caller would wait for the queued refresh: no second thread here
+
+        def loader(k):
+            assert k == key
+            if outcome is ERROR:
+                raise ERROR
+            return outcome
+
+        weight = self.model.weight_of(outcome, self.getsizeof) if outcome is not ERROR else 1
+        try:
+            expected = self.model.get_or_load(key, name, outcome, now, weight, ERROR)
+        except LookupError:
+            with pytest.raises(LookupError):
+                self.cache.get_or_load(key, loader, intent=name)
+        else:
+            assert self.cache.get_or_load(key, loader, intent=name) == expected
+        if then_refresh:
+            self.run_refreshes()
+
+    @rule()
+    def run_refreshes(self):
+        self.model.run_refreshes(self.now(), lambda v: self.model.weight_of(v, self.getsizeof),
+                                 ERROR)
+        self.executor.run_all()
 
     @rule(key=keys)
     def delete(self, key):

@@ -22,6 +22,7 @@ keeps the key's place and visited bit, and the hand passes over it while making 
 from fractions import Fraction
 
 NS = 10 ** 9
+NO_FALLBACK = object()
 
 
 def ns(seconds):
@@ -53,7 +54,9 @@ class SemanticModel:
         self.entries = {}
         self.queue = []           # keys, oldest first
         self.hand = None
-        self.stats = {"hits": 0, "stale_hits": 0, "misses": 0, "evictions": 0}
+        self.stats = {"hits": 0, "stale_hits": 0, "misses": 0, "evictions": 0, "loads": 0,
+                      "load_errors": 0}
+        self.pending = {}         # key -> outcome of the queued background refresh
 
     # -- the rules -----------------------------------------------------------------------
 
@@ -109,16 +112,51 @@ class SemanticModel:
         self.stats["hits" if st == "FRESH" else "stale_hits"] += 1
         return (st, e.value, now - e.stored + e.age, e.negative)
 
+    def peek(self, key, intent, now):
+        """The state a lookup would report, without counting or touching anything."""
+        e = self.entries.get(key)
+        if e is None or self.dead(e, now):
+            return "MISS"
+        return self.state(e, self.resolve(intent), now)
+
     def fallback(self, key, intent, now):
         e = self.entries.get(key)
         if e is None or self.dead(e, now):
-            return None
+            return NO_FALLBACK
         staleness, use_swr, soe = self.resolve(intent)
         a = now - e.stored
         usable = self.state(e, (staleness, use_swr, soe), now) != "MISS"
         if usable or (soe and not e.must and a < e.fresh + e.sie):
             return e.value
-        return None
+        return NO_FALLBACK
+
+    def get_or_load(self, key, intent, outcome, now, weight, error):
+        """-> the value, or raises ``error``; ``outcome`` is what the loader returns or
+        ``error`` (the exception it raises). A STALE answer queues one refresh per key."""
+        state, value, _, _ = self.lookup(key, intent, now)
+        if state == "FRESH":
+            return value
+        if state == "STALE":
+            self.pending.setdefault(key, outcome)
+            return value
+        self.stats["loads"] += 1
+        if outcome is not error:
+            self.set(key, outcome, None, False, now, weight)
+            return outcome
+        self.stats["load_errors"] += 1
+        found = self.fallback(key, intent, now)
+        if found is NO_FALLBACK:
+            raise error
+        return found
+
+    def run_refreshes(self, now, weigh, error):
+        pending, self.pending = self.pending, {}
+        for key, outcome in pending.items():
+            self.stats["loads"] += 1
+            if outcome is error:
+                self.stats["load_errors"] += 1
+            else:
+                self.set(key, outcome, None, False, now, weigh(outcome))
 
     def weight_of(self, value, getsizeof):
         return 1 if getsizeof is None else getsizeof(value)
