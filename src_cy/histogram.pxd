@@ -135,10 +135,18 @@ cdef class LatencyHistogram:
     cdef HistSlot *slots            # slices + 1: the last one holds limbo's lo/hi marks
     cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
     cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
+    # whole-ring queries keep the merge of the closed slices (periods up to cache_to) and
+    # redo it when the ring turns or a write lands in a closed slice (cache_dirty)
+    cdef uint64_t *cache            # stride
+    cdef int64_t cache_first        # oldest period merged into `cache`
+    cdef int64_t cache_to           # newest period merged; writers at or below it set dirty
+    cdef int64_t cache_dirty
+    cdef bint cache_valid
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
                       int64_t period) noexcept nogil
+cdef void hist_mark_dirty(LatencyHistogram h) noexcept nogil
 cdef void hist_widen(HistSlot *slot, int64_t index) noexcept nogil
 cdef void hist_carry(LatencyHistogram h, int64_t slot, int64_t index,
                      uint64_t amount) noexcept nogil
@@ -170,6 +178,9 @@ cdef inline void hist_record_at(LatencyHistogram h, int64_t value_ns, uint32_t c
         # fetch-add returns the new value: below the added count only if it wrapped past 2**32
         if fc_atomic_add_u32(&h.counts[slot * h.stride + index], count) < count:
             hist_carry(h, slot, index, (<uint64_t>1) << 32)
+        # a slot already merged into the whole-ring query cache: tell the next query
+        if period <= fc_atomic_load_i64(&h.cache_to):
+            hist_mark_dirty(h)
     else:
         hist_add_at(h, index, count, period)
 
