@@ -35,8 +35,9 @@
 # padded to 64 bytes) = 18,496 B with the defaults; slices + 1 slot headers of 32 B (epoch,
 # lo/hi marks of the counter indices written since the last clear, and a lazily allocated
 # uint64 carry array, NULL until a counter wraps; the extra header marks limbo); one uint64
-# `limbo` array of `stride`. Defaults (60 slices): 60 * 18,496 + 61 * 32 + 36,992 =
-# 1,148,704 B (1.10 MiB). significant_figures=3: stride 33,808, 8,386,336 B (8.0 MiB).
+# `limbo` array of `stride`; one uint64 `cache` array of `stride` (the whole-ring query cache).
+# Defaults (60 slices): 60 * 18,496 + 61 * 32 + 2 * 36,992 = 1,185,696 B (1.13 MiB).
+# significant_figures=3: stride 33,808, 8,656,800 B (8.3 MiB).
 #
 # Time: slice_ns = window_ns / slices. A record at `now` belongs to period p = now // slice_ns
 # and lands in slot p % slices, whose epoch says which period it holds:
@@ -62,6 +63,9 @@
 # zeroes one slot (18 KB memset, about 1 us) once per slice. record_many accumulates in a
 # private array and flushes nonzero buckets with one atomic add each. Queries: O(slices *
 # (hi - lo)) widening adds over the slots inside the window (skipping expired ones) + one scan.
+# Whole-ring queries keep the sum of the closed slices in `cache` and add only the current
+# slice and limbo, redoing the sum when the ring turns or a write lands in a closed slice
+# (the writer sees `cache_to` >= its period and sets `cache_dirty`).
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 
 from fastcore._core.atomic cimport fc_atomic_load_i64, fc_atomic_add_u32
