@@ -35,8 +35,9 @@
 # padded to 64 bytes) = 18,496 B with the defaults; slices + 1 slot headers of 32 B (epoch,
 # lo/hi marks of the counter indices written since the last clear, and a lazily allocated
 # uint64 carry array, NULL until a counter wraps; the extra header marks limbo); one uint64
-# `limbo` array of `stride`. Defaults (60 slices): 60 * 18,496 + 61 * 32 + 36,992 =
-# 1,148,704 B (1.10 MiB). significant_figures=3: stride 33,808, 8,386,336 B (8.0 MiB).
+# `limbo` array of `stride`; one uint64 `cache` array of `stride` (the whole-ring query cache).
+# Defaults (60 slices): 60 * 18,496 + 61 * 32 + 2 * 36,992 = 1,185,696 B (1.13 MiB).
+# significant_figures=3: stride 33,808, 8,656,800 B (8.3 MiB).
 #
 # Time: slice_ns = window_ns / slices. A record at `now` belongs to period p = now // slice_ns
 # and lands in slot p % slices, whose epoch says which period it holds:
@@ -62,6 +63,9 @@
 # zeroes one slot (18 KB memset, about 1 us) once per slice. record_many accumulates in a
 # private array and flushes nonzero buckets with one atomic add each. Queries: O(slices *
 # (hi - lo)) widening adds over the slots inside the window (skipping expired ones) + one scan.
+# Whole-ring queries keep the sum of the closed slices in `cache` and add only the current
+# slice and limbo, redoing the sum when the ring turns or a write lands in a closed slice
+# (the writer sees `cache_to` >= its period and sets `cache_dirty`).
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 
 from fastcore._core.atomic cimport fc_atomic_load_i64, fc_atomic_add_u32
@@ -135,10 +139,18 @@ cdef class LatencyHistogram:
     cdef HistSlot *slots            # slices + 1: the last one holds limbo's lo/hi marks
     cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
     cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
+    # whole-ring queries keep the merge of the closed slices (periods up to cache_to) and
+    # redo it when the ring turns or a write lands in a closed slice (cache_dirty)
+    cdef uint64_t *cache            # stride
+    cdef int64_t cache_first        # oldest period merged into `cache`
+    cdef int64_t cache_to           # newest period merged; writers at or below it set dirty
+    cdef int64_t cache_dirty
+    cdef bint cache_valid
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
                       int64_t period) noexcept nogil
+cdef void hist_mark_dirty(LatencyHistogram h) noexcept nogil
 cdef void hist_widen(HistSlot *slot, int64_t index) noexcept nogil
 cdef void hist_carry(LatencyHistogram h, int64_t slot, int64_t index,
                      uint64_t amount) noexcept nogil
@@ -170,6 +182,9 @@ cdef inline void hist_record_at(LatencyHistogram h, int64_t value_ns, uint32_t c
         # fetch-add returns the new value: below the added count only if it wrapped past 2**32
         if fc_atomic_add_u32(&h.counts[slot * h.stride + index], count) < count:
             hist_carry(h, slot, index, (<uint64_t>1) << 32)
+        # a slot already merged into the whole-ring query cache: tell the next query
+        if period <= fc_atomic_load_i64(&h.cache_to):
+            hist_mark_dirty(h)
     else:
         hist_add_at(h, index, count, period)
 

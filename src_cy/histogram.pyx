@@ -13,7 +13,7 @@ import numpy as np
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t, uint64_t, uint32_t, intptr_t
 from libc.stdlib cimport abort, calloc, free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastcore._core.atomic cimport (
     fc_atomic_add_u64,
@@ -42,6 +42,9 @@ cdef extern from *:
     static inline uint64_t hist_xchg_u64(uint64_t *p, uint64_t v) {
         return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
     }
+    static inline int64_t hist_xchg_i64(int64_t *p, int64_t v) {
+        return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+    }
     static inline uint64_t hist_load_u64(const uint64_t *p) {
         return __atomic_load_n(p, __ATOMIC_RELAXED);
     }
@@ -68,6 +71,7 @@ cdef extern from *:
     }
     """
     uint64_t hist_xchg_u64(uint64_t *p, uint64_t v) noexcept nogil
+    int64_t hist_xchg_i64(int64_t *p, int64_t v) noexcept nogil
     uint64_t hist_load_u64(const uint64_t *p) noexcept nogil
     void hist_add_u32s(uint64_t *out, const uint32_t *src, Py_ssize_t n) noexcept nogil
     void hist_add_u64s(uint64_t *out, const uint64_t *src, Py_ssize_t n) noexcept nogil
@@ -84,6 +88,8 @@ cdef extern from *:
     # 2**62 ns (146 years): keeps bit lengths, shifts and bucket bounds inside int64.
     const int64_t HIST_MAX_HIGHEST "((int64_t)1 << 62)"
     const uint64_t HIST_U32_SPAN "((uint64_t)1 << 32)"
+    # below every period: until the first whole-ring query, no write marks the cache dirty
+    const int64_t HIST_NO_PERIOD "(-((int64_t)1 << 62))"
 
 
 class HistogramValueError(FastcoreError, ValueError):
@@ -252,8 +258,12 @@ cdef inline void hist_clear_marks(HistSlot *slot, int64_t counts_len) noexcept n
     fc_atomic_store_i64(&slot.hi, -1)
 
 
+cdef void hist_mark_dirty(LatencyHistogram h) noexcept nogil:
+    fc_atomic_store_i64(&h.cache_dirty, 1)
+
+
 cdef inline void hist_add_slot(LatencyHistogram h, int64_t slot, int64_t index,
-                               uint64_t count) noexcept nogil:
+                               uint64_t count, int64_t period) noexcept nogil:
     """Add a 64-bit count to a slot's counter: low 32 bits by atomic add, the rest as carry."""
     cdef uint32_t low = <uint32_t>count
     cdef uint64_t high = count - low                # count - count % 2**32
@@ -267,9 +277,11 @@ cdef inline void hist_add_slot(LatencyHistogram h, int64_t slot, int64_t index,
             fc_atomic_store_i64(&h.saturated, 1)
     if high != 0:
         hist_carry(h, slot, index, high)
+    if period <= fc_atomic_load_i64(&h.cache_to):
+        hist_mark_dirty(h)
 
 
-cdef void hist_drain_limbo(LatencyHistogram h, int64_t slot) noexcept nogil:
+cdef void hist_drain_limbo(LatencyHistogram h, int64_t slot, int64_t period) noexcept nogil:
     """Move the counts recorded while a slot was being cleared into the fresh `slot`."""
     cdef int64_t index
     cdef uint64_t count
@@ -279,7 +291,7 @@ cdef void hist_drain_limbo(LatencyHistogram h, int64_t slot) noexcept nogil:
         if hist_load_u64(&h.limbo[index]) != 0:
             count = hist_xchg_u64(&h.limbo[index], 0)
             if count != 0:
-                hist_add_slot(h, slot, index, count)
+                hist_add_slot(h, slot, index, count, period)
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
@@ -292,7 +304,7 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
         if seen >= period:
             # live for this period, or already serving a later one (this recorder was delayed
             # by a whole window): count it there rather than drop it
-            hist_add_slot(h, slot, index, count)
+            hist_add_slot(h, slot, index, count, seen)
             return
         if seen <= -2:
             # another thread is zeroing this slot: park the count instead of waiting
@@ -310,8 +322,8 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
                 memset(<uint64_t *><intptr_t>address, 0, h.stride * sizeof(uint64_t))
             hist_clear_marks(&h.slots[slot], h.layout.counts_len)
             fc_atomic_store_i64(&h.slots[slot].epoch, period)
-            hist_add_slot(h, slot, index, count)
-            hist_drain_limbo(h, slot)
+            hist_add_slot(h, slot, index, count, period)
+            hist_drain_limbo(h, slot, period)
             return
 
 
@@ -378,6 +390,47 @@ cdef int hist_merge_window(LatencyHistogram h, int64_t periods, int64_t now_ns,
                        fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
         out[index] += hist_load_u64(&h.limbo[index])
     return 0
+
+
+cdef inline void hist_add_slot_range(LatencyHistogram h, int64_t slot, uint64_t *out) noexcept nogil:
+    cdef int64_t lo = fc_atomic_load_i64(&h.slots[slot].lo)
+    cdef int64_t hi = fc_atomic_load_i64(&h.slots[slot].hi)
+    cdef int64_t address
+    if lo > hi:
+        return
+    hist_add_u32s(&out[lo], &h.counts[slot * h.stride + lo], hi - lo + 1)
+    address = fc_atomic_load_i64(&h.slots[slot].carry)
+    if address != 0:
+        hist_add_u64s(&out[lo], &(<const uint64_t *><intptr_t>address)[lo], hi - lo + 1)
+
+
+cdef void hist_merge_ring_cached(LatencyHistogram h, int64_t now_ns, uint64_t *out) noexcept:
+    """The whole ring into `out`: closed slices from the cache (rebuilt when the ring has
+    turned or a closed slice was written), the current one and limbo read afresh. Runs with
+    the GIL held, which serialises the queries sharing the cache."""
+    cdef int64_t now_period = hist_period(h, now_ns)
+    cdef int64_t first = now_period - h.slices + 1
+    cdef int64_t slot, index, epoch
+    if (not h.cache_valid or h.cache_first != first or h.cache_to != now_period - 1
+            or fc_atomic_load_i64(&h.cache_dirty)):
+        # publish the range before reading the slots: a writer into it that this merge
+        # misses is bound to see the range afterwards and set dirty (both sides seq_cst)
+        hist_xchg_i64(&h.cache_to, now_period - 1)
+        hist_xchg_i64(&h.cache_dirty, 0)
+        memset(h.cache, 0, h.stride * sizeof(uint64_t))
+        for slot in range(h.slices):
+            epoch = fc_atomic_load_i64(&h.slots[slot].epoch)
+            if first <= epoch < now_period:
+                hist_add_slot_range(h, slot, h.cache)
+        h.cache_first = first
+        h.cache_valid = True
+    memcpy(out, h.cache, h.stride * sizeof(uint64_t))
+    for slot in range(h.slices):
+        if fc_atomic_load_i64(&h.slots[slot].epoch) >= now_period:
+            hist_add_slot_range(h, slot, out)
+    for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
+                       fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
+        out[index] += hist_load_u64(&h.limbo[index])
 
 
 cdef int hist_total(const HistLayout *layout, const uint64_t *counts, uint64_t *total) noexcept nogil:
@@ -598,6 +651,8 @@ cdef class LatencyHistogram:
         self.counts = NULL
         self.slots = NULL
         self.limbo = NULL
+        self.cache = NULL
+        self.cache_to = HIST_NO_PERIOD
 
     def __init__(self, *, significant_figures=2, lowest=1, highest=3_600_000_000_000,
                  window=60.0, slices=60, clock=None):
@@ -624,8 +679,9 @@ cdef class LatencyHistogram:
         counts = <uint32_t *>calloc(slices * stride, sizeof(uint32_t))
         slots = <HistSlot *>calloc(slices + 1, sizeof(HistSlot))
         limbo = <uint64_t *>calloc(stride, sizeof(uint64_t))
-        if counts == NULL or slots == NULL or limbo == NULL:
-            free(counts); free(slots); free(limbo)
+        cache = <uint64_t *>calloc(stride, sizeof(uint64_t))
+        if counts == NULL or slots == NULL or limbo == NULL or cache == NULL:
+            free(counts); free(slots); free(limbo); free(cache)
             raise MemoryError("LatencyHistogram: cannot allocate its counters")
         self.layout = layout
         self.clock = resolved
@@ -638,6 +694,10 @@ cdef class LatencyHistogram:
         self.counts = counts
         self.slots = slots
         self.limbo = limbo
+        self.cache = cache
+        self.cache_valid = False
+        self.cache_to = HIST_NO_PERIOD
+        self.cache_dirty = 0
         self.saturated = 0
         for slot in range(slices + 1):
             slots[slot].epoch = HIST_EPOCH_UNUSED
@@ -651,6 +711,7 @@ cdef class LatencyHistogram:
         free(self.counts)
         free(self.slots)
         free(self.limbo)
+        free(self.cache)
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -866,14 +927,15 @@ cdef class LatencyHistogram:
             hist_clear_marks(&self.slots[slot], self.layout.counts_len)
         memset(self.limbo, 0, self.stride * sizeof(uint64_t))
         hist_clear_marks(&self.slots[self.slices], self.layout.counts_len)
+        self.cache_valid = False
         fc_atomic_store_i64(&self.saturated, 0)
 
     def memory_bytes(self):
-        """Bytes of C memory this histogram owns (counters, slot headers, carries, limbo)."""
+        """Bytes of C memory this histogram owns (counters, slot headers, carries, limbo, cache)."""
         cdef int64_t slot
         cdef Py_ssize_t total = (self.slices * self.stride * sizeof(uint32_t)
                                  + (self.slices + 1) * sizeof(HistSlot)
-                                 + self.stride * sizeof(uint64_t))
+                                 + 2 * self.stride * sizeof(uint64_t))
         for slot in range(self.slices):
             if fc_atomic_load_i64(&self.slots[slot].carry) != 0:
                 total += self.stride * sizeof(uint64_t)
@@ -933,9 +995,12 @@ cdef uint64_t *_merged_counts(LatencyHistogram self, object window, uint64_t *to
     cdef int wrapped
     if merged == NULL:
         raise MemoryError()
-    with nogil:
-        hist_merge_window(self, periods, clock_now_ns(self.clock), merged)
-        wrapped = hist_total(&self.layout, merged, total)
+    if periods == self.slices:
+        hist_merge_ring_cached(self, clock_now_ns(self.clock), merged)
+    else:
+        with nogil:
+            hist_merge_window(self, periods, clock_now_ns(self.clock), merged)
+    wrapped = hist_total(&self.layout, merged, total)
     if wrapped or fc_atomic_load_i64(&self.saturated):
         free(merged)
         raise HistogramOverflowError("a bucket's count exceeded 2**64 - 1")
