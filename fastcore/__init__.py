@@ -14,13 +14,7 @@ from fastcore._core.clock import (
 )
 from fastcore._core.decision import Decision
 from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
-from fastcore._core.histogram import (
-    HistogramOverflowError,
-    HistogramSnapshot,
-    HistogramTypeError,
-    HistogramValueError,
-    LatencyHistogram,
-)
+from fastcore._core.histogram import HistogramSnapshot, LatencyHistogram
 from fastcore._core.ttlcache import TTLCache
 from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
@@ -31,6 +25,9 @@ from fastcore.errors import (
     CostExceedsBurst,
     CostExceedsLimit,
     FastcoreError,
+    HistogramOverflowError,
+    HistogramTypeError,
+    HistogramValueError,
     InvalidCost,
     InvalidFreshness,
     InvalidRate,

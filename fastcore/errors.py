@@ -13,6 +13,9 @@ __all__ = [
     "CostExceedsLimit",
     "RateLimitExceeded",
     "BackendError",
+    "HistogramValueError",
+    "HistogramTypeError",
+    "HistogramOverflowError",
     "InvalidFreshness",
     "UnknownIntent",
     "ValueTooLarge",
@@ -68,3 +71,16 @@ class UnknownIntent(FastcoreError, ValueError):
 
 class ValueTooLarge(FastcoreError, ValueError):
     """A cache value whose ``getsizeof`` weight exceeds the cache's ``maxsize``."""
+
+
+class HistogramValueError(FastcoreError, ValueError):
+    """A histogram argument with a bad value: a negative latency, a window that is not a whole
+    number of slices, a percentile outside [0, 100], an incompatible histogram to merge."""
+
+
+class HistogramTypeError(FastcoreError, TypeError):
+    """A histogram argument of the wrong type (a float latency, a non-int64 array)."""
+
+
+class HistogramOverflowError(FastcoreError, OverflowError):
+    """A 64-bit count wrapped (more than 2**64 values in one bucket): queries refuse to answer."""

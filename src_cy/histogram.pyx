@@ -25,7 +25,9 @@ from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
 
 from fastcore._units import ns_to_seconds, seconds_to_ns
-from fastcore.errors import FastcoreError
+from fastcore.errors import (
+    HistogramOverflowError, HistogramTypeError, HistogramValueError,
+)
 
 __all__ = [
     "LatencyHistogram",
@@ -90,19 +92,6 @@ cdef extern from *:
     const uint64_t HIST_U32_SPAN "((uint64_t)1 << 32)"
     # below every period: until the first whole-ring query, no write marks the cache dirty
     const int64_t HIST_NO_PERIOD "(-((int64_t)1 << 62))"
-
-
-class HistogramValueError(FastcoreError, ValueError):
-    """A histogram argument with a bad value: a negative latency, a window that is not a whole
-    number of slices, a percentile outside [0, 100], an incompatible histogram to merge."""
-
-
-class HistogramTypeError(FastcoreError, TypeError):
-    """A histogram argument of the wrong type (a float latency, a non-int64 array)."""
-
-
-class HistogramOverflowError(FastcoreError, OverflowError):
-    """A 64-bit count wrapped (more than 2**64 values in one bucket): queries refuse to answer."""
 
 
 # ---------------------------------------------------------------------------------------------

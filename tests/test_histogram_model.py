@@ -149,7 +149,9 @@ class HistogramMachine(RuleBasedStateMachine):
         assert math.isclose(self.hist.stdev, self.model.stdev(now), rel_tol=1e-9, abs_tol=1e-6)
 
 
+# Examples per run come from the active profile (tests/conftest.py); the step count stays
+# short because every step compares whole sorted-list windows.
 HistogramMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=25, deadline=None,
+    settings.default, stateful_step_count=25, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestHistogramModel = HistogramMachine.TestCase
