@@ -22,15 +22,21 @@ from fastcore._core.histogram import (
     LatencyHistogram,
 )
 from fastcore._core.ttlcache import TTLCache
+from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
+from fastcore.freshness import Freshness
+from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
 from fastcore.errors import (
     BackendError,
     CostExceedsBurst,
     CostExceedsLimit,
     FastcoreError,
     InvalidCost,
+    InvalidFreshness,
     InvalidRate,
     RateLimitExceeded,
+    UnknownIntent,
+    ValueTooLarge,
 )
 
 __version__ = "0.1.0"
@@ -46,6 +52,8 @@ __all__ = [
     "TTLCache",
     "TokenBucket",
     "KeyedTokenBucket",
+    "SlidingWindowCounter",
+    "SlidingWindow",
     "Decision",
     "CoarseClock",
     "ManualClock",
@@ -66,4 +74,13 @@ __all__ = [
     "HistogramValueError",
     "HistogramTypeError",
     "HistogramOverflowError",
+    "Freshness",
+    "Intent",
+    "CacheState",
+    "Lookup",
+    "Loaded",
+    "SemanticCache",
+    "InvalidFreshness",
+    "UnknownIntent",
+    "ValueTooLarge",
 ]

@@ -124,3 +124,48 @@ def gcra_params(rate, burst):
     if tau_ns < 1:
         raise InvalidRate(f"burst {burst!r} is too small for rate {rate!r}")
     return emission_ns, tau_ns, float(burst)
+
+
+# Sliding windows count costs in fixed point: 24-bit counts of units of 2**-F of a cost.
+WINDOW_COUNT_MAX = (1 << 24) - 1
+WINDOW_FRACTION_BITS_MAX = 40
+# Largest window: (window index + 2) * window stays inside int64 for any clock reading.
+WINDOW_MAX_NS = 1 << 60
+WINDOW_SLICES_MAX = 1024
+
+
+def window_params(limit, window, slices=1):
+    """Sliding-window arguments -> ``(limit_units, fraction_bits, window_ns, limit)``.
+
+    ``limit``: a positive number, or a rate string ("100/minute" gives limit 100 and a 60 s
+    window, and then ``window`` must be None). ``window``: seconds. Costs are counted in
+    units of ``2**-F`` with F the largest in 0..40 such that ``floor(limit * 2**F)`` fits in
+    24 bits; ``limit_units = floor(limit * 2**F)``. With ``slices`` > 1 the window is rounded
+    up to a whole number of ns per slice: ``window_ns = slices * ceil(window_ns / slices)``.
+    Raises ``InvalidRate`` for a bad or out-of-range limit or window.
+    """
+    if isinstance(limit, str):
+        if window is not None:
+            raise InvalidRate(f"rate {limit!r} already gives the window; pass window=None")
+        parsed = parse_rate(limit)
+        exact_limit, window_ns, limit_value = Fraction(parsed.limit), parsed.period_ns, parsed.limit
+    else:
+        exact_limit = _positive_number(limit, "limit")
+        if window is None:
+            raise InvalidRate("window (seconds) is required when limit is a number")
+        window_ns = seconds_to_ns(_positive_number(window, "window"), "window")
+        limit_value = limit
+    if exact_limit > WINDOW_COUNT_MAX:
+        raise InvalidRate(f"limit {limit!r} must be below {WINDOW_COUNT_MAX + 1}")
+    fraction_bits = WINDOW_FRACTION_BITS_MAX
+    while math.floor(exact_limit * 2**fraction_bits) > WINDOW_COUNT_MAX:
+        fraction_bits -= 1
+    limit_units = math.floor(exact_limit * 2**fraction_bits)
+    if limit_units < 1:
+        raise InvalidRate(f"limit {limit!r} is below the smallest cost unit 2**-40")
+    window_ns = slices * -(-window_ns // slices) if window_ns else 0
+    if window_ns < slices:
+        raise InvalidRate(f"window {window!r} is shorter than 1 ns per slice")
+    if window_ns > WINDOW_MAX_NS:
+        raise InvalidRate(f"window {window!r} spans more than 2**60 ns")
+    return limit_units, fraction_bits, window_ns, float(limit_value)

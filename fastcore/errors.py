@@ -13,6 +13,9 @@ __all__ = [
     "CostExceedsLimit",
     "RateLimitExceeded",
     "BackendError",
+    "InvalidFreshness",
+    "UnknownIntent",
+    "ValueTooLarge",
 ]
 
 
@@ -53,3 +56,15 @@ class BackendError(FastcoreError):
     def __init__(self, message, error=None):
         super().__init__(message)
         self.error = error
+
+
+class InvalidFreshness(FastcoreError, ValueError):
+    """A freshness span, staleness or intent that is negative, NaN, infinite or too long."""
+
+
+class UnknownIntent(FastcoreError, ValueError):
+    """A lookup named an intent the cache was not configured with."""
+
+
+class ValueTooLarge(FastcoreError, ValueError):
+    """A cache value whose ``getsizeof`` weight exceeds the cache's ``maxsize``."""

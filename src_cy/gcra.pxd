@@ -54,20 +54,11 @@ cdef class KeyedTokenBucket(KeyTable):
     cdef double burst_
     cdef object rate_
 
-    cdef Decision full_denial(self, int64_t now_ns)
-    cdef int64_t[::1] batch_increments(self, object costs, Py_ssize_t n)
-    cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] increments,
-                            int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1
-    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil
-    cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots,
-                         int64_t[::1] increments, int64_t now_ns, uint8_t[::1] allowed,
-                         double[::1] retry) except -1
-    cdef int decide_pending(self, int64_t* slots, int64_t[::1] increments, Py_ssize_t start,
-                            Py_ssize_t stop, int64_t now_ns, uint8_t[::1] allowed,
-                            double[::1] retry) except -1
+    cdef int64_t[::1] batch_costs(self, object costs, Py_ssize_t n)
     cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
                            Py_ssize_t n, const int64_t* increments, int64_t now_ns,
                            uint8_t* allowed, double* retry) noexcept nogil
+    cdef int64_t idle_horizon_ns(self, int64_t now_ns) noexcept nogil
 
 
 cdef int64_t gcra_checked_cost_ns(double cost, int64_t emission_ns, int64_t tau_ns,

@@ -1,20 +1,18 @@
 """GCRA token buckets (see gcra.pxd for the math, the rounding and a worked example)."""
 from cpython.object cimport PyObject_Hash
 from libc.math cimport isinf
-from libc.stdint cimport INT64_MAX, int64_t, uint8_t
-from libc.stdlib cimport free, malloc
+from libc.stdint cimport int64_t, uint8_t
 
 import numpy as np
 
-from fastcore._core.atomic cimport fc_atomic_add_i64, fc_atomic_store_i64
+from fastcore._core.atomic cimport fc_atomic_store_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
-    KEYTABLE_PREFETCH_AHEAD, KEYTABLE_SLOT_MASK, keytable_entry, keytable_handle_slot,
-    keytable_lookup, keytable_prefetch_line, keytable_note_idle_at, keytable_state,
-    keytable_touch,
+    KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
+    keytable_prefetch_line, keytable_state, keytable_touch,
 )
 
-from fastcore._units import gcra_params, seconds_to_ns
+from fastcore._units import gcra_params
 from fastcore.errors import CostExceedsBurst, InvalidCost
 
 
@@ -153,15 +151,9 @@ cdef class KeyedTokenBucket(KeyTable):
     cdef void slot_reset(self, Py_ssize_t s) noexcept nogil:
         fc_atomic_store_i64(<int64_t*>keytable_state(self, s), 0)
 
-    cdef Decision full_denial(self, int64_t now_ns):
-        """Denial of a new key when every key is live (on_full="deny").
-
-        retry_after is a lower bound on when a key turns idle and frees a slot; every TAT is
-        at most now + tau, so it is at most tau (and at least 1 ns).
-        """
-        cdef int64_t wait_ns = self.idle_not_before_ns - now_ns
-        wait_ns = 1 if wait_ns < 1 else (self.tau_ns if wait_ns > self.tau_ns else wait_ns)
-        return decision_new(False, 0, wait_ns, 0)
+    cdef int64_t idle_horizon_ns(self, int64_t now_ns) noexcept nogil:
+        """Every TAT is at most now + tau, so every key is idle within tau."""
+        return self.tau_ns
 
     def try_acquire(self, key, double cost=1.0):
         """Take ``cost`` tokens from ``key``'s bucket if available; True when admitted."""
@@ -241,29 +233,9 @@ cdef class KeyedTokenBucket(KeyTable):
         ``InvalidCost``/``CostExceedsBurst``/``TypeError`` for bad costs or keys, all before
         any decision is made.
         """
-        cdef Py_ssize_t n = len(keys)
-        cdef int64_t[::1] increments = self.batch_increments(costs, n)
-        cdef int64_t now_ns = seconds_to_ns(now, "now") if now is not None else clock_now_ns(self.clock_)
-        allowed = np.empty(n, dtype=np.bool_)        # every entry is written by the kernel
-        retry = np.zeros(n, dtype=np.float64) if with_retry_after else None
-        cdef uint8_t[::1] allowed_view = allowed.view(np.uint8)
-        cdef double[::1] retry_view = retry if retry is not None else None
-        cdef int64_t[::1] handles
-        cdef int64_t* slots
-        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
-            handles = np.ascontiguousarray(keys, dtype=np.int64)
-            self.decide_handles(handles, increments, now_ns, allowed_view, retry_view)
-        else:
-            slots = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
-            if slots == NULL:
-                raise MemoryError()
-            try:
-                self.decide_keys(keys, n, slots, increments, now_ns, allowed_view, retry_view)
-            finally:
-                free(slots)
-        return (allowed, retry) if with_retry_after else allowed
+        return self.acquire_batch(keys, costs, now, with_retry_after)
 
-    cdef int64_t[::1] batch_increments(self, object costs, Py_ssize_t n):
+    cdef int64_t[::1] batch_costs(self, object costs, Py_ssize_t n):
         """Per-decision cost*T in ns, validated whole before anything changes; None for 1s."""
         cdef double[::1] values
         cdef int64_t[::1] increments
@@ -280,90 +252,6 @@ cdef class KeyedTokenBucket(KeyTable):
             increments[i] = gcra_cost_ns(values[i], self.emission_ns, self.tau_ns, self.burst_)
         return increments
 
-    cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] increments,
-                            int64_t now_ns, uint8_t[::1] allowed,
-                            double[::1] retry) except -1:
-        cdef Py_ssize_t n = handles.shape[0], bad
-        if n == 0:
-            return 0
-        # No key may leave the table between validating the handles and deciding.
-        fc_atomic_add_i64(&self.batches_in_flight, 1)
-        try:
-            with nogil:
-                bad = self.first_bad_handle(&handles[0], n)
-                if bad < 0:
-                    self.decide_range(&handles[0], KEYTABLE_SLOT_MASK, n,
-                                      &increments[0] if increments is not None else NULL,
-                                      now_ns, &allowed[0],
-                                      &retry[0] if retry is not None else NULL)
-        finally:
-            fc_atomic_add_i64(&self.batches_in_flight, -1)
-        if bad >= 0:
-            raise IndexError(f"handle {handles[bad]} at position {bad} is unknown or stale "
-                             "(its key left the table): call handle(key) again")
-        return 0
-
-    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil:
-        """Index of the first malformed or stale handle, or -1 when all are valid."""
-        cdef Py_ssize_t i, used = self.slots_used
-        cdef int64_t ahead
-        cdef char** pages = self.state_pages
-        cdef Py_ssize_t stride = self.state_stride
-        for i in range(n):
-            if i + KEYTABLE_PREFETCH_AHEAD < n:
-                ahead = handles[i + KEYTABLE_PREFETCH_AHEAD] & KEYTABLE_SLOT_MASK
-                if ahead < used:
-                    keytable_prefetch_line(keytable_entry(pages, stride, ahead))
-            if keytable_handle_slot(self, handles[i], used) < 0:
-                return i
-        return -1
-
-    cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots,
-                         int64_t[::1] increments, int64_t now_ns, uint8_t[::1] allowed,
-                         double[::1] retry) except -1:
-        """Resolve keys to slots (hashing every key before any insert), then decide.
-
-        Decisions resolved so far are made before any key could leave a full table, so an
-        eviction never recycles a slot that a pending decision still names.
-        """
-        cdef Py_ssize_t i, start = 0
-        cdef list key_list = list(keys)
-        cdef Py_hash_t[::1] hashes = np.empty(n, dtype=np.intp)
-        cdef Py_hash_t h
-        cdef Py_ssize_t s
-        for i in range(n):
-            hashes[i] = PyObject_Hash(key_list[i])
-        for i in range(n):
-            key = key_list[i]
-            h = hashes[i]
-            s = keytable_lookup(self, key, h)
-            if s >= 0:
-                keytable_touch(self, s)
-            else:
-                if self.live >= self.max_keys_ and i > start:
-                    self.decide_pending(slots, increments, start, i, now_ns, allowed, retry)
-                    start = i
-                s = self.insert(key, h, now_ns)
-            slots[i] = s
-        self.decide_pending(slots, increments, start, n, now_ns, allowed, retry)
-        return 0
-
-    cdef int decide_pending(self, int64_t* slots, int64_t[::1] increments, Py_ssize_t start,
-                            Py_ssize_t stop, int64_t now_ns, uint8_t[::1] allowed,
-                            double[::1] retry) except -1:
-        if stop <= start:
-            return 0
-        fc_atomic_add_i64(&self.batches_in_flight, 1)
-        try:
-            with nogil:
-                self.decide_range(slots + start, -1, stop - start,
-                                  &increments[start] if increments is not None else NULL,
-                                  now_ns, &allowed[start],
-                                  &retry[start] if retry is not None else NULL)
-        finally:
-            fc_atomic_add_i64(&self.batches_in_flight, -1)
-        return 0
-
     cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
                            Py_ssize_t n, const int64_t* increments, int64_t now_ns,
                            uint8_t* allowed, double* retry) noexcept nogil:
@@ -373,7 +261,7 @@ cdef class KeyedTokenBucket(KeyTable):
         i.e. handle % 2**32); a negative slot is a new key denied for room.
         """
         cdef Py_ssize_t i, s
-        cdef int64_t increment_ns = self.emission_ns, tat_after_ns, wait_ns
+        cdef int64_t increment_ns = self.emission_ns, tat_after_ns
         cdef int64_t tau_ns = self.tau_ns
         cdef char** pages = self.state_pages
         cdef Py_ssize_t stride = self.state_stride
@@ -388,8 +276,7 @@ cdef class KeyedTokenBucket(KeyTable):
             if s < 0:
                 allowed[i] = 0
                 if retry != NULL:
-                    wait_ns = self.idle_not_before_ns - now_ns
-                    retry[i] = (1 if wait_ns < 1 else min(wait_ns, tau_ns)) / 1e9
+                    retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
             # the TAT is the word after the generation in the slot's page entry
             if gcra_admit(<int64_t*>(keytable_entry(pages, stride, s & slot_mask) + 1),

@@ -14,7 +14,8 @@
 #                              GCRA), in pages of 1024 slots that never move, so nogil batch
 #                              loops may touch state while another thread grows the table
 #                              under the GIL. The generation sits beside the state so a batch
-#                              validates a handle and decides on one cache line.
+#                              validates a handle and decides on one cache line (pages start
+#                              on a 64-byte line; strides dividing 64 never straddle two).
 #   KeyedTokenBucket: 24 + 8 + 16 = 48 B per key beyond the key object.
 #
 # Invariants:
@@ -28,6 +29,13 @@
 #     Owners lower it (keytable_note_idle_at) whenever a key's idle time may have dropped.
 #   keys are removed only while no nogil batch is in flight (batches_in_flight == 0).
 #
+# Batches: acquire_batch() is the one driver behind every limiter's acquire_many(). It
+# converts costs (owner hook batch_costs), resolves keys or validates handles, then runs the
+# owner's nogil kernel decide_range() (which writes every entry of `allowed`, and of `retry`
+# where denied) over runs of slots with batches_in_flight raised, so no
+# key leaves the table under a running kernel. Keys resolved so far are decided before an
+# insert into a full table could evict, so a slot a pending decision names is never recycled.
+#
 # Cost: lookup O(1) expected (one hash, ~1.5 probes); touch O(1) (LRU relink); insert O(1)
 # amortized. make_room: a full sweep O(max_keys) happens only when now >= idle_not_before_ns
 # and at least max(1, live/16) full-table insert attempts came since the last sweep, so a
@@ -40,10 +48,11 @@
 # sequential integer hashes. Example: index size 32 (shift 59), hash 1 ->
 # 0x9E3779B97F4A7C15 >> 59 = 19.
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from fastcore._core.atomic cimport fc_atomic_min_i64
 from fastcore._core.clock cimport Clock
+from fastcore._core.decision cimport Decision
 
 cdef extern from *:
     # A hint to load the cache line at p ahead of use; batch loops issue it a few
@@ -58,6 +67,7 @@ cdef enum:
     KEYTABLE_LRU_PROBE = 8                         # keys checked at the LRU tail between sweeps
     KEYTABLE_MIN_CAPACITY = 16                     # slots allocated at first
     KEYTABLE_PREFETCH_AHEAD = 16                   # batch entries between prefetch and use
+    KEYTABLE_CACHE_LINE = 64                       # bytes; state pages are aligned to it
     KEYTABLE_ON_FULL_EVICT = 0
     KEYTABLE_ON_FULL_DENY = 1
 
@@ -106,9 +116,30 @@ cdef class KeyTable:
     cdef int ensure_page(self, Py_ssize_t s) except -1
     cdef int grow_index(self) except -1
     cdef bint sweep_due(self, int64_t now_ns) noexcept
+    cdef int64_t room_wait_ns(self, int64_t now_ns) noexcept nogil
+    cdef Decision full_denial(self, int64_t now_ns)
+    cdef object acquire_batch(self, object keys, object costs, object now,
+                              bint with_retry_after)
+    cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] costs, int64_t now_ns,
+                            uint8_t[::1] allowed, double[::1] retry) except -1
+    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil
+    cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots, int64_t[::1] costs,
+                         int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1
+    cdef int decide_pending(self, int64_t* slots, int64_t[::1] costs, Py_ssize_t start,
+                            Py_ssize_t stop, int64_t now_ns, uint8_t[::1] allowed,
+                            double[::1] retry) except -1
     # Owner hooks: when the key in slot s becomes idle (ns), and how to make it fresh.
     cdef int64_t slot_idle_at_ns(self, Py_ssize_t s) noexcept nogil
     cdef void slot_reset(self, Py_ssize_t s) noexcept nogil
+    # Owner hooks for batches: per-decision costs in the owner's integer unit, validated whole
+    # (None: the default cost everywhere); work under the GIL before a batch at now_ns; the
+    # nogil kernel; and a bound on how long from now_ns until every key is idle.
+    cdef int64_t[::1] batch_costs(self, object costs, Py_ssize_t n)
+    cdef int batch_begin(self, int64_t now_ns) except -1
+    cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
+                           Py_ssize_t n, const int64_t* costs, int64_t now_ns,
+                           uint8_t* allowed, double* retry) noexcept nogil
+    cdef int64_t idle_horizon_ns(self, int64_t now_ns) noexcept nogil
 
 
 cdef inline Py_ssize_t keytable_bucket(KeyTable t, Py_hash_t h) noexcept nogil:

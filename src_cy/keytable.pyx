@@ -3,13 +3,18 @@ from cpython.object cimport PyObject_Hash
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport INT64_MAX, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
+from posix.stdlib cimport posix_memalign
 from libc.string cimport memset
 from posix.unistd cimport usleep
 
-from fastcore._core.atomic cimport fc_atomic_load_i64
+import numpy as np
+
+from fastcore._core.atomic cimport fc_atomic_add_i64, fc_atomic_load_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
+from fastcore._core.decision cimport decision_new
 
+from fastcore._units import seconds_to_ns
 from fastcore.errors import FastcoreError
 
 _ON_FULL = {"evict": KEYTABLE_ON_FULL_EVICT, "deny": KEYTABLE_ON_FULL_DENY}
@@ -81,6 +86,20 @@ cdef class KeyTable:
     cdef void slot_reset(self, Py_ssize_t s) noexcept nogil:
         pass
 
+    cdef int64_t[::1] batch_costs(self, object costs, Py_ssize_t n):
+        return None
+
+    cdef int batch_begin(self, int64_t now_ns) except -1:
+        return 0
+
+    cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
+                           Py_ssize_t n, const int64_t* costs, int64_t now_ns,
+                           uint8_t* allowed, double* retry) noexcept nogil:
+        pass
+
+    cdef int64_t idle_horizon_ns(self, int64_t now_ns) noexcept nogil:
+        return 1
+
     # -- growth --------------------------------------------------------------------------
 
     cdef int grow_slots(self) except -1:
@@ -94,13 +113,19 @@ cdef class KeyTable:
         return 0
 
     cdef int ensure_page(self, Py_ssize_t s) except -1:
-        """Allocate the state page holding slot s; pages never move once allocated."""
+        """Allocate the state page holding slot s; pages never move once allocated.
+
+        Pages start on a cache line, so an entry whose stride divides 64 (16 for GCRA, 64 for
+        the default slice ring) never straddles two lines.
+        """
         cdef Py_ssize_t page = s >> KEYTABLE_PAGE_SHIFT
+        cdef Py_ssize_t size = (KEYTABLE_PAGE_MASK + 1) * self.state_stride   # a multiple of 64
+        cdef void* memory
         while self.pages_allocated <= page:
-            self.state_pages[self.pages_allocated] = <char*>calloc(
-                KEYTABLE_PAGE_MASK + 1, self.state_stride)
-            if self.state_pages[self.pages_allocated] == NULL:
+            if posix_memalign(&memory, KEYTABLE_CACHE_LINE, size) != 0:
                 raise MemoryError()
+            memset(memory, 0, size)
+            self.state_pages[self.pages_allocated] = <char*>memory
             self.pages_allocated += 1
         return 0
 
@@ -312,6 +337,136 @@ cdef class KeyTable:
                 self.remove_slot(s)
         self.idle_not_before_ns = INT64_MAX
         self.full_inserts_since_sweep = 0
+        return 0
+
+    # -- decisions shared by every keyed limiter ----------------------------------------------
+
+    cdef int64_t room_wait_ns(self, int64_t now_ns) noexcept nogil:
+        """retry_after for a new key denied for room (every key live, on_full="deny").
+
+        A lower bound on when some key turns idle and frees a slot (idle_not_before_ns), cut
+        to the owner's horizon by which every key is idle, and at least 1 ns.
+        """
+        cdef int64_t wait_ns = self.idle_not_before_ns - now_ns
+        cdef int64_t horizon_ns = self.idle_horizon_ns(now_ns)
+        if wait_ns > horizon_ns:
+            wait_ns = horizon_ns
+        return 1 if wait_ns < 1 else wait_ns
+
+    cdef Decision full_denial(self, int64_t now_ns):
+        """The Decision for a new key denied for room."""
+        return decision_new(False, 0, self.room_wait_ns(now_ns), 0)
+
+    cdef object acquire_batch(self, object keys, object costs, object now,
+                              bint with_retry_after):
+        """acquire_many() of every keyed limiter: validate everything, then decide.
+
+        ``keys`` is a sequence of keys or an integer numpy array of handles; costs are checked
+        and converted by the owner (batch_costs) before any key is inserted or decided.
+        """
+        cdef Py_ssize_t n = len(keys)
+        cdef int64_t[::1] unit_costs = self.batch_costs(costs, n)
+        cdef int64_t now_ns = seconds_to_ns(now, "now") if now is not None else clock_now_ns(self.clock_)
+        allowed = np.empty(n, dtype=np.bool_)        # every entry is written by the kernel
+        retry = np.zeros(n, dtype=np.float64) if with_retry_after else None
+        cdef uint8_t[::1] allowed_view = allowed.view(np.uint8)
+        cdef double[::1] retry_view = retry if retry is not None else None
+        cdef int64_t[::1] handles
+        cdef int64_t* slots
+        self.batch_begin(now_ns)
+        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+            handles = np.ascontiguousarray(keys, dtype=np.int64)
+            self.decide_handles(handles, unit_costs, now_ns, allowed_view, retry_view)
+        else:
+            slots = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
+            if slots == NULL:
+                raise MemoryError()
+            try:
+                self.decide_keys(keys, n, slots, unit_costs, now_ns, allowed_view, retry_view)
+            finally:
+                free(slots)
+        return (allowed, retry) if with_retry_after else allowed
+
+    cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] costs, int64_t now_ns,
+                            uint8_t[::1] allowed, double[::1] retry) except -1:
+        cdef Py_ssize_t n = handles.shape[0], bad
+        if n == 0:
+            return 0
+        # No key may leave the table between validating the handles and deciding.
+        fc_atomic_add_i64(&self.batches_in_flight, 1)
+        try:
+            with nogil:
+                bad = self.first_bad_handle(&handles[0], n)
+                if bad < 0:
+                    self.decide_range(&handles[0], KEYTABLE_SLOT_MASK, n,
+                                      &costs[0] if costs is not None else NULL,
+                                      now_ns, &allowed[0],
+                                      &retry[0] if retry is not None else NULL)
+        finally:
+            fc_atomic_add_i64(&self.batches_in_flight, -1)
+        if bad >= 0:
+            raise IndexError(f"handle {handles[bad]} at position {bad} is unknown or stale "
+                             "(its key left the table): call handle(key) again")
+        return 0
+
+    cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil:
+        """Index of the first malformed or stale handle, or -1 when all are valid."""
+        cdef Py_ssize_t i, used = self.slots_used
+        cdef int64_t ahead
+        cdef char** pages = self.state_pages
+        cdef Py_ssize_t stride = self.state_stride
+        for i in range(n):
+            if i + KEYTABLE_PREFETCH_AHEAD < n:
+                ahead = handles[i + KEYTABLE_PREFETCH_AHEAD] & KEYTABLE_SLOT_MASK
+                if ahead < used:
+                    keytable_prefetch_line(keytable_entry(pages, stride, ahead))
+            if keytable_handle_slot(self, handles[i], used) < 0:
+                return i
+        return -1
+
+    cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots, int64_t[::1] costs,
+                         int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1:
+        """Resolve keys to slots (hashing every key before any insert), then decide.
+
+        Decisions resolved so far are made before any key could leave a full table, so an
+        eviction never recycles a slot that a pending decision still names.
+        """
+        cdef Py_ssize_t i, start = 0
+        cdef list key_list = list(keys)
+        cdef Py_hash_t[::1] hashes = np.empty(n, dtype=np.intp)
+        cdef Py_hash_t h
+        cdef Py_ssize_t s
+        for i in range(n):
+            hashes[i] = PyObject_Hash(key_list[i])
+        for i in range(n):
+            key = key_list[i]
+            h = hashes[i]
+            s = keytable_lookup(self, key, h)
+            if s >= 0:
+                keytable_touch(self, s)
+            else:
+                if self.live >= self.max_keys_ and i > start:
+                    self.decide_pending(slots, costs, start, i, now_ns, allowed, retry)
+                    start = i
+                s = self.insert(key, h, now_ns)
+            slots[i] = s
+        self.decide_pending(slots, costs, start, n, now_ns, allowed, retry)
+        return 0
+
+    cdef int decide_pending(self, int64_t* slots, int64_t[::1] costs, Py_ssize_t start,
+                            Py_ssize_t stop, int64_t now_ns, uint8_t[::1] allowed,
+                            double[::1] retry) except -1:
+        if stop <= start:
+            return 0
+        fc_atomic_add_i64(&self.batches_in_flight, 1)
+        try:
+            with nogil:
+                self.decide_range(slots + start, -1, stop - start,
+                                  &costs[start] if costs is not None else NULL,
+                                  now_ns, &allowed[start],
+                                  &retry[start] if retry is not None else NULL)
+        finally:
+            fc_atomic_add_i64(&self.batches_in_flight, -1)
         return 0
 
     # -- Python protocol shared by every keyed limiter ----------------------------------------

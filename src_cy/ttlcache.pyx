@@ -1,4 +1,5 @@
 """TTLCache: cachetools.TTLCache's behaviour on a C hash table with intrusive orders."""
+cimport cython
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from cpython.float cimport PyFloat_AsDouble
@@ -16,7 +17,8 @@ from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, Values
 from types import GenericAlias
 
 from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
-from fastcore._core.clock import default_clock
+from fastcore._core.debug cimport FASTCORE_DEBUG
+from fastcore._core.clock import CoarseClock, ManualClock
 from fastcore._units import seconds_to_ns
 
 cdef extern from *:
@@ -536,6 +538,8 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
         if frozen:
             _thaw(self)
         _drain(self)
+    if FASTCORE_DEBUG:
+        _check_invariants(self)
     return 0
 
 
@@ -593,9 +597,17 @@ cdef int _ttl_traverse(PyObject *o, fc_visitproc visit, void *arg) noexcept:
 
 
 cdef int _ttl_clear(PyObject *o) noexcept:
+    """Break reference cycles through the cache: release the items, then the callables that
+    may refer back to it. The typed clock stays (clocks hold no references), so a call that
+    reaches a cleared cache raises instead of crashing."""
     cdef TTLCache c = <TTLCache>o
     _release_all(c)
-    return _base_clear(o)
+    if c.timer_mode:
+        c._timer = None
+    c._getsizeof = None
+    if _base_clear != NULL:
+        return _base_clear(o)
+    return 0
 
 
 cdef void _release_all(TTLCache c) noexcept:
@@ -647,6 +659,7 @@ cdef int _reset(TTLCache c) noexcept:
 
 # ---------------------------------------------------------------------------------------
 
+@cython.no_gc_clear   # _ttl_clear clears what can form cycles; see there
 cdef class TTLCache:
     """LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
 
@@ -889,6 +902,11 @@ cdef class TTLCache:
             _thaw(self)
             _drain(self)
 
+    def _check_invariants(self):
+        """Verify the .pxd invariants (O(n)); raises AssertionError naming the first broken
+        one. For tests and FASTCORE_DEBUG builds."""
+        _check_invariants(self)
+
     def __sizeof__(self):
         return self.memory_bytes()
 
@@ -1011,6 +1029,8 @@ cdef class TTLCache:
             _expire_until(self, now.key, out)
         finally:
             _drain(self)
+        if FASTCORE_DEBUG:
+            _check_invariants(self)
         return out
 
     def clear(self):
@@ -1051,10 +1071,7 @@ cdef class TTLCache:
             while i != TTL_NIL:
                 order.append(position[i])
                 i = self.entries[i].links[L + 1]
-        if self.timer_mode:
-            timer, clock = self._timer, None
-        else:
-            timer, clock = None, (None if self.clock is default_clock() else self.clock)
+        timer, clock = (self._timer, None) if self.timer_mode else (None, _clock_state(self.clock))
         config = (self._maxsize, self._ttl, timer, self._getsizeof, clock)
         state = getattr(self, "__dict__", None)
         return (_restore, (type(self), config, items, lru, exp), state)
@@ -1068,12 +1085,71 @@ cdef class TTLCache:
         return other
 
 
+cdef int _check_invariants(TTLCache c) except -1:
+    cdef uint32_t i, prev, n
+    cdef uint64_t pos, home, filled = 0
+    cdef int L
+    seen = {}
+    for L in (LRU, EXP, INS):
+        n = 0
+        prev = TTL_NIL
+        i = c.head[L >> 1]
+        while i != TTL_NIL:
+            assert i < c.used_top and c.entries[i].key != NULL, f"list {L}: dead entry {i}"
+            assert c.entries[i].links[L] == prev, f"list {L}: bad prev link at {i}"
+            seen[i] = seen.get(i, 0) + 1
+            prev = i
+            i = c.entries[i].links[L + 1]
+            n += 1
+            assert n <= c.count, f"list {L} is longer than count {c.count}"
+        assert c.tail[L >> 1] == prev, f"list {L}: tail is not the last entry"
+        assert n == c.count, f"list {L} holds {n} entries, count is {c.count}"
+    assert all(k == 3 for k in seen.values()), "an entry is missing from a list"
+    total = 0
+    for pos in range(c.tsize):
+        if c.ctrl[pos] == 0:
+            continue
+        filled += 1
+        i = <uint32_t>c.slot[pos]
+        assert i in seen, f"slot {pos} points at dead entry {i}"
+        mix = _mix(c.entries[i].hash)
+        assert c.ctrl[pos] == _ctrl(mix) and (c.slot[pos] >> 32) == (mix >> 32), \
+            f"slot {pos} does not match entry {i}'s hash"
+        home = _home(c, mix)
+        while home != pos:       # no empty slot between an entry's home and its slot
+            assert c.ctrl[home] != 0, f"hole in the probe run of entry {i}"
+            home = _next(c, home)
+        if c.sized:
+            total = total + <object>c.entries[i].size
+    assert filled == c.count, f"{filled} slots for {c.count} entries"
+    if c.sized:
+        assert total == c._currsize, f"sizes sum to {total}, currsize is {c._currsize}"
+    assert c.count <= c.max_count or c.sized, "more entries than maxsize"
+    return 0
+
+
+cdef object _clock_state(Clock clock):
+    """A compiled clock as picklable data: None (CLOCK_MONOTONIC), "coarse", or a
+    ManualClock's time in ns (the copy gets its own ManualClock at that time)."""
+    if isinstance(clock, ManualClock):
+        return clock.now_ns
+    if isinstance(clock, CoarseClock):
+        return "coarse"
+    return None
+
+
 def _restore(cls, config, items, lru, exp):
     """Rebuild a pickled cache (see TTLCache.__reduce__)."""
     cdef TTLCache c = cls.__new__(cls)
     cdef Py_ssize_t i
     cdef uint32_t at
     maxsize, ttl, timer, getsizeof, clock = config
+    if clock == "coarse":
+        clock = CoarseClock()
+    elif clock is not None:
+        manual = ManualClock()
+        manual.set_ns(clock)
+        clock = manual
     TTLCache.__init__(c, maxsize, ttl, timer, getsizeof, clock=clock)
     if sorted(lru) != list(range(len(items))) or sorted(exp) != list(range(len(items))):
         raise ValueError("corrupt TTLCache pickle: orders do not match the items")

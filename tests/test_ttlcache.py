@@ -215,6 +215,20 @@ def test_pickle_keeps_items_orders_and_expiries():
     assert pickle.loads(pickle.dumps(plain))[1] == 1
 
 
+@pytest.mark.parametrize("clock", [None, CoarseClock(), ManualClock(start=7.0)])
+def test_pickle_and_deepcopy_with_compiled_clocks(clock):
+    import pickle
+
+    cache = TTLCache(4, 10, clock=clock)
+    cache["k"] = ["v"]
+    for duplicate in (pickle.loads(pickle.dumps(cache)), copy.deepcopy(cache)):
+        assert contents(duplicate) == [("k", ["v"])] and type(duplicate.timer) is type(cache.timer)
+        assert duplicate["k"] is not cache["k"]
+    if isinstance(clock, ManualClock):
+        duplicate.timer.advance(10)         # the copy's clock is its own
+        assert "k" not in duplicate and "k" in cache
+
+
 def test_repr_matches_cachetools():
     ours, theirs = TTLCache(3, 10, timer=Timer()), cachetools.TTLCache(3, 10, timer=Timer())
     for cache in (ours, theirs):
@@ -394,6 +408,7 @@ def test_key_eq_that_mutates_the_cache():
     Mutating.armed = True
     assert cache[Mutating(2)] == "two"
     assert len(cache) == 42 and len(list(cache)) == 42
+    cache._check_invariants()
 
 
 def test_values_referencing_the_cache_are_collected():
@@ -406,6 +421,19 @@ def test_values_referencing_the_cache_are_collected():
     cache["self"] = node
     ref = weakref.ref(node)
     del node, cache
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_subclass_cycle_through_getsizeof_is_collected():
+    class Weighted(TTLCache):
+        def getsizeof(self, value):
+            return 1
+
+    cache = Weighted(4, 10)
+    cache["self"] = cache
+    ref = weakref.ref(cache)
+    del cache
     gc.collect()
     assert ref() is None
 
@@ -469,6 +497,7 @@ def test_four_threads_mixing_every_operation(sized):
     finally:
         sys.setswitchinterval(old_interval)
     assert errors == []
+    cache._check_invariants()
     items = contents(cache)
     assert len(cache) == len(items) == len(set(k for k, _ in items))
     expected_size = sum(1 + v % 2 for _, v in items) if sized else len(items)
@@ -493,6 +522,7 @@ def test_growth_and_deletion_agree_with_cachetools_at_scale():
             assert ours.pop(key, None) == theirs.pop(key, None)
         else:
             clock.advance(0.25)
+    ours._check_invariants()
     assert contents(ours) == contents(theirs)
     assert ours.expire(clock() + 10) == theirs.expire(clock() + 10)
 

@@ -241,6 +241,11 @@ class TTLCacheVersusCachetools(RuleBasedStateMachine):
         self.same(repr(self.ours).split("(", 1)[1], repr(self.theirs).split("(", 1)[1])
 
     @invariant()
+    def structure_is_consistent(self):
+        if hasattr(self, "ours"):
+            self.ours._check_invariants()
+
+    @invariant()
     def evictions_agree(self):
         if self.variant == "subclass":
             assert self.ours.evicted == self.theirs.evicted

@@ -3,12 +3,15 @@
 Groups (one ``operation`` each): ``try_acquire`` on one hot key, round robin over ``keys``
 keys, ``acquire`` (building a Decision), ``acquire_many`` per decision on a batch of random
 handles, and the real-clock group (system monotonic vs coarse clock, mostly-allow and
-mostly-deny). Every peer runs the same key sequence with limits too high to deny.
+mostly-deny). Every peer runs the same key walk with limits too high to deny, warmed by one
+lap up to PEER_WARM_KEYS keys so it is timed on hits like fastcore's pre-filled table.
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+import itertools
 
 import numpy as np
 
@@ -20,6 +23,7 @@ SEED = 20261127
 HIGH_RATE = 1_000_000_000          # tokens/s: nothing is denied, so every call does full work
 HIGH_BURST = 1_000_000_000
 OPS = 10_000                       # operations per timed call
+PEER_WARM_KEYS = 100_000           # peers get one warm lap (every key inserted) up to this
 
 
 def key_names(count: int) -> list:
@@ -27,14 +31,27 @@ def key_names(count: int) -> list:
     return [f"agent-{i}" for i in range(count)]
 
 
-def _cycle(keys: list, ops: int) -> list:
-    return [keys[i % len(keys)] for i in range(ops)]
-
-
 def _loop(function, arguments):
     """``run()`` calling ``function`` on each argument, a few ns of loop overhead each."""
     def run():
         deque(map(function, arguments), 0)
+    return run
+
+
+def _round_robin(function, keys: list, warm: bool):
+    """``run()`` calling ``function`` on the next OPS keys of an endless walk over every key,
+    so each of N keys is touched once per N operations (the whole table, not its first OPS
+    keys). ``warm`` makes one full lap first, so a structure that starts empty is timed on
+    hits, like fastcore's pre-filled table."""
+    laps = -(-len(keys) // OPS)
+    walk = [keys[i % len(keys)] for i in range(laps * OPS)]
+    chunks = itertools.cycle([walk[i:i + OPS] for i in range(0, len(walk), OPS)])
+
+    def run():
+        deque(map(function, next(chunks)), 0)
+    if warm:
+        for _ in range(laps):
+            run()
     return run
 
 
@@ -93,19 +110,17 @@ PEERS = [
 
 
 def _try_acquire_workloads(label: str, keys: list, live_keys) -> list:
-    sequence = _cycle(keys, OPS)
-
     def fastcore_setup(clock=None):
         def setup():
             limiter = _keyed_fastcore(keys, clock)
-            run = _loop(limiter.try_acquire, sequence)
+            run = _round_robin(limiter.try_acquire, keys, warm=False)
             run.limiter = limiter
             return run
         return setup
 
     def floor_setup():
         floor = FloorKeyedBucket(1, HIGH_BURST)
-        return _loop(floor.try_acquire, sequence)
+        return _round_robin(floor.try_acquire, keys, warm=True)
 
     found = [
         Workload("token", f"try_acquire {label}", "fastcore.KeyedTokenBucket",
@@ -118,17 +133,17 @@ def _try_acquire_workloads(label: str, keys: list, live_keys) -> list:
     for subject, distribution, build in PEERS:
         found.append(Workload(
             "token", f"try_acquire {label}", subject,
-            (lambda build=build: _loop(build(keys), sequence)), OPS, kind="peer",
+            (lambda build=build: _round_robin(build(keys), keys,
+                                              warm=len(keys) <= PEER_WARM_KEYS)),
+            OPS, kind="peer",
             peer=distribution, keys=live_keys))
     return found
 
 
 def _acquire_workload(keys: list) -> Workload:
-    sequence = _cycle(keys, OPS)
-
     def setup():
         limiter = _keyed_fastcore(keys)
-        return _loop(limiter.acquire, sequence)
+        return _round_robin(limiter.acquire, keys, warm=False)
     return Workload("token", "acquire (Decision) hot key", "fastcore.KeyedTokenBucket",
                     setup, OPS)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["Workload", "Timing", "measure", "peer_version", "PeerMissing"]
+__all__ = ["Workload", "Timing", "measure", "measure_threads", "peer_version", "PeerMissing",
+           "MIN_ROUNDS"]
 
 
 class PeerMissing(Exception):
@@ -50,23 +52,37 @@ class Workload:
 
 @dataclass
 class Timing:
-    """ns per operation over the timed rounds of one workload."""
+    """ns per operation over the timed rounds of one workload.
+
+    With ``threads > 1`` each sample is wall time divided by the operations of all threads:
+    the aggregate cost, so ``ops_per_s`` is the aggregate throughput.
+    """
 
     workload: Workload
     samples_ns: list = field(default_factory=list)
     memory_bytes: Optional[int] = None
+    threads: int = 1
 
     @property
     def median_ns(self) -> float:
         return statistics.median(self.samples_ns)
 
     @property
+    def quartiles(self) -> tuple:
+        """(first, third) quartile of the rounds; (min, max) below 4 rounds, where quartiles
+        mean nothing."""
+        if len(self.samples_ns) < 4:
+            return min(self.samples_ns), max(self.samples_ns)
+        q1, _, q3 = statistics.quantiles(self.samples_ns, n=4)
+        return q1, q3
+
+    @property
     def spread(self) -> float:
         """Relative interquartile range of the rounds: how noisy this figure is."""
-        if len(self.samples_ns) < 4:
+        if not self.median_ns:
             return 0.0
-        q1, _, q3 = statistics.quantiles(self.samples_ns, n=4)
-        return (q3 - q1) / self.median_ns if self.median_ns else 0.0
+        q1, q3 = self.quartiles
+        return (q3 - q1) / self.median_ns
 
     @property
     def ops_per_s(self) -> float:
@@ -81,32 +97,132 @@ def peer_version(distribution: str) -> str:
         raise PeerMissing(f"{distribution} is not installed (pip install 'fastcore-edge[bench]')")
 
 
-def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05) -> Timing:
-    """Time ``workload``: ``rounds`` rounds of at least ``round_time`` seconds each.
-
-    Garbage collection stays on (as in production) but runs once before timing starts.
-    """
-    if workload.peer:
-        peer_version(workload.peer)
-    run = workload.setup()
-    run()  # warm caches and lazily built state
+def _warm_and_calibrate(run: Callable[[], object], round_time: float) -> int:
+    """Call ``run`` once to warm caches and lazily built state, then return the calls per
+    round that make one round last about ``round_time`` seconds (1 without further calls
+    when the warm-up call alone lasted a round: a slow peer then costs no extra calls)."""
+    start = time.perf_counter_ns()
+    run()
+    if time.perf_counter_ns() - start >= round_time * 1e9:
+        return 1
     calls = 1
-    while True:  # calibrate: calls per round so a round lasts about round_time
+    while True:
         start = time.perf_counter_ns()
         for _ in range(calls):
             run()
         elapsed = time.perf_counter_ns() - start
         if elapsed >= round_time * 1e9 or calls >= 1 << 20:
-            break
+            return calls
         calls = max(calls * 2, int(calls * round_time * 1e9 / max(elapsed, 1)))
+
+
+MIN_ROUNDS = 5    # rounds kept even past max_time, so a median and quartiles mean something
+
+
+def _out_of_time(deadline_ns, rounds_done: int, rounds: int) -> bool:
+    return (deadline_ns is not None and rounds_done >= min(MIN_ROUNDS, rounds)
+            and time.perf_counter_ns() >= deadline_ns)
+
+
+def _deadline(max_time) -> Optional[int]:
+    return None if max_time is None else time.perf_counter_ns() + int(max_time * 1e9)
+
+
+def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05,
+            max_time: Optional[float] = None) -> Timing:
+    """Time ``workload``: ``rounds`` rounds of at least ``round_time`` seconds each.
+
+    With ``max_time`` (seconds), stop after that long once ``MIN_ROUNDS`` rounds are done:
+    many short rounds for fast operations, a few whole calls for slow peers. Short rounds
+    make the median robust on a busy machine: most rounds then run without being
+    preempted. Garbage collection stays on (as in production) but runs once before timing
+    starts. Raises ``PeerMissing`` when the workload's peer is not installed.
+    """
+    if workload.peer:
+        peer_version(workload.peer)
+    run = workload.setup()
+    calls = _warm_and_calibrate(run, round_time)
     timing = Timing(workload)
     gc.collect()
-    for _ in range(rounds):
+    deadline_ns = _deadline(max_time)
+    for done in range(1, rounds + 1):
         start = time.perf_counter_ns()
         for _ in range(calls):
             run()
         elapsed = time.perf_counter_ns() - start
         timing.samples_ns.append(elapsed / (calls * workload.ops))
+        if _out_of_time(deadline_ns, done, rounds):
+            break
+    if workload.memory is not None:
+        timing.memory_bytes = workload.memory(run)
+    return timing
+
+
+def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
+                    round_time: float = 0.05, max_time: Optional[float] = None) -> Timing:
+    """Time ``workload`` called from ``threads`` threads at once on one shared structure.
+
+    Each round releases all threads together and times the wall clock until the last one
+    finishes; a sample is that wall time over every thread's operations (aggregate ns/op).
+    Each thread makes as many calls per round as one thread makes in ``round_time``, so a
+    round lasts ``round_time`` if the calls scale perfectly and ``threads`` times longer if
+    they serialise. ``max_time`` as in ``measure``. Raises ``PeerMissing`` like
+    ``measure``, and re-raises the first error a thread hit.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
+    if workload.peer:
+        peer_version(workload.peer)
+    run = workload.setup()
+    calls = _warm_and_calibrate(run, round_time)
+    start_line = threading.Barrier(threads + 1)
+    finish_line = threading.Barrier(threads + 1)
+    stopping = threading.Event()
+    errors: list = []
+
+    def worker():
+        try:
+            while True:
+                start_line.wait()
+                if stopping.is_set():
+                    return
+                for _ in range(calls):
+                    run()
+                finish_line.wait()
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as error:  # handed to the main thread, which re-raises it
+            errors.append(error)
+            start_line.abort()
+            finish_line.abort()
+
+    workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    timing = Timing(workload, threads=threads)
+    gc.collect()
+    deadline_ns = _deadline(max_time)
+    try:
+        for done in range(1, rounds + 1):
+            start_line.wait()
+            start = time.perf_counter_ns()
+            finish_line.wait()
+            elapsed = time.perf_counter_ns() - start
+            timing.samples_ns.append(elapsed / (calls * workload.ops * threads))
+            if _out_of_time(deadline_ns, done, rounds):
+                break
+    except threading.BrokenBarrierError:
+        pass
+    finally:
+        stopping.set()
+        try:
+            start_line.wait()      # releases the workers, which see `stopping` and return
+        except threading.BrokenBarrierError:
+            pass
+    for thread in workers:
+        thread.join()
+    if errors:
+        raise errors[0]
     if workload.memory is not None:
         timing.memory_bytes = workload.memory(run)
     return timing

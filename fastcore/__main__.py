@@ -1,0 +1,98 @@
+"""``python -m fastcore bench`` (also the ``fastcore`` console script): command-line options.
+
+The work happens in ``fastcore.benchmark.cli``; this module only declares the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "parsers"]
+
+EPILOG = """\
+exit codes: 0 done; 1 a figure got slower than --tolerance against --compare;
+2 bad options; 3 a structure module failed to import or a workload raised.
+
+examples:
+  fastcore bench --quick
+  fastcore bench --only token --keys 1e3,1e5,1e7 --batch 1,64,4096 --threads 2
+  fastcore bench --peers --json bench.json --plot bench.png
+  fastcore bench --quick --compare bench.json --tolerance 0.2
+"""
+
+
+def parsers() -> tuple:
+    """The top-level parser and the ``bench`` subcommand's parser."""
+    from fastcore.benchmark import cli
+
+    top = argparse.ArgumentParser(prog="fastcore", description="fastcore command line.")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    bench = commands.add_parser(
+        "bench", help="time fastcore's structures on this machine",
+        description="Time every structure's hot operations on this machine and print "
+                    "ns/op, ops/s, ratios to peers and floors, and memory.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("--quick", action="store_true",
+                       help="short rounds and a small sweep: under 30 s in total")
+    bench.add_argument("--tiny", action="store_true",
+                       help="tiny sweep and rounds for tests, overriding --quick: the whole "
+                            "run in seconds (figures are noisy)")
+    bench.add_argument("--only", type=cli.parse_names, metavar="NAMES",
+                       help="comma-separated structures: token, window, cache (ttlcache + "
+                            "semantic), histogram, or ttlcache / semantic alone "
+                            "(default: all)")
+    bench.add_argument("--keys", type=cli.parse_counts, metavar="COUNTS",
+                       help="live-key counts to sweep, e.g. 1e3,1e5,1e7")
+    bench.add_argument("--batch", type=cli.parse_counts, metavar="SIZES",
+                       help="batch sizes to sweep, e.g. 1,64,4096")
+    bench.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="also run the batch calls from N threads at once on one "
+                            "structure and report the aggregate throughput")
+    bench.add_argument("--peers", action="store_true",
+                       help="add the peer libraries (pip install 'fastcore-edge[bench]'); "
+                            "missing ones are reported")
+    bench.add_argument("--redis", metavar="URL",
+                       help="add the Redis-backed limiters against this server, "
+                            "e.g. redis://localhost:6379/0")
+    bench.add_argument("--json", metavar="PATH", help="write every figure as JSON "
+                       "(schema: fastcore bench --schema)")
+    bench.add_argument("--plot", metavar="PATH",
+                       help="write a PNG: ns/op against live keys, fastcore against peers")
+    bench.add_argument("--compare", metavar="OLD.json",
+                       help="print the change against an earlier --json run; exit 1 when a "
+                            "figure got slower than --tolerance")
+    bench.add_argument("--tolerance", type=cli.parse_fraction, metavar="FRACTION",
+                       help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2)")
+    bench.add_argument("--memory-keys", type=cli.parse_count, metavar="N",
+                       help="keys (entries) at which memory is measured; 0 skips it "
+                            "(default 1,000,000; 100,000 with --quick; 1,000 with --tiny)")
+    bench.add_argument("--progress", choices=("auto", "rich", "plain", "none"),
+                       default="auto", help="progress on stderr (default: rich on a "
+                                            "terminal when installed, else one plain line)")
+    bench.add_argument("--schema", action="store_true",
+                       help="print the JSON schema of --json output and exit")
+    return top, bench
+
+
+def main(argv: list | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    from fastcore.benchmark import cli
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top, bench = parsers()
+    args = top.parse_args(argv)           # exits 2 with a message on a bad option
+    if args.command is None:
+        top.error("name a command, e.g. fastcore bench")
+    problem = cli.options_error(args)
+    if problem:
+        bench.error(problem)              # exits 2
+    try:
+        return cli.run(args, argv[1:])
+    except KeyboardInterrupt:
+        sys.stderr.write("fastcore bench: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

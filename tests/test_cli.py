@@ -1,0 +1,486 @@
+"""``python -m fastcore bench`` end to end (tiny workloads) and its parts.
+
+The subprocess runs use ``--quick --tiny`` so the whole CLI (sweep, threads, peers, JSON,
+plot, compare) finishes in seconds; figures are never asserted, only their shape.
+"""
+
+import copy
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from fastcore.benchmark import cli, compare, progress, registry, report, runner, schema
+from fastcore.benchmark.workload import MIN_ROUNDS, Workload, measure, measure_threads
+
+TOKEN_PEERS = 6          # fastcore/benchmark/token.py PEERS: one row each per keyed group
+
+
+def bench(tmp_path, *arguments, check_code=None):
+    """Run ``python -m fastcore bench ...`` in ``tmp_path`` (never the source tree)."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "fastcore", "bench", *arguments],
+                          cwd=tmp_path, env=environment, capture_output=True, text=True,
+                          timeout=300)
+    if check_code is not None:
+        assert done.returncode == check_code, (done.stdout, done.stderr)
+    return done
+
+
+def png_size(path: Path) -> tuple:
+    """(width, height) from a PNG's IHDR chunk, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One tiny run of every structure with every output option but peers:
+    (completed process, JSON document, PNG path)."""
+    folder = tmp_path_factory.mktemp("bench")
+    done = bench(folder, "--quick", "--tiny", "--keys", "10", "--threads", "2",
+                 "--json", "out.json", "--plot", "out.png", "--progress", "plain",
+                 check_code=0)
+    document = json.loads((folder / "out.json").read_text())
+    return done, document, folder / "out.png"
+
+
+@pytest.fixture(scope="module")
+def peers_run(tmp_path_factory):
+    """The token buckets with ``--peers`` (every peer call is a few ms even when tiny)."""
+    folder = tmp_path_factory.mktemp("peers")
+    done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--peers",
+                 "--memory-keys", "0", "--progress", "none", "--json", "peers.json",
+                 check_code=0)
+    return done, json.loads((folder / "peers.json").read_text())
+
+
+def test_report_names_machine_versions_noise_and_table(full_run):
+    done, document, _ = full_run
+    out = done.stdout
+    for label in ("machine ", "versions ", "noise ", "structures ", "sweep "):
+        assert f"\n{label}" in out
+    assert f"numpy {document['versions']['numpy']}" in out
+    assert f"fastcore {document['versions']['fastcore']}" in out
+    assert "| operation " in out and "ns/op" in out and "ops/s" in out
+    assert "vs fastcore" in out and "vs floor" in out
+    assert "try_acquire hot key" in out
+    assert "memory: structures built at 1,000 keys" in out
+    # plain progress (stderr is a pipe): one line per sweep point
+    assert "token keys=10 batch=16" in done.stderr
+    assert "token memory at 1,000 keys" in done.stderr
+
+
+def test_absent_structures_are_reported_not_dropped(full_run):
+    done, document, _ = full_run
+    listed = {s["name"]: s for s in document["structures"]}
+    assert set(listed) == set(registry.MODULES) - {registry.REDIS}
+    for name, entry in listed.items():
+        assert entry["status"] in ("ok", "absent"), entry
+        if entry["status"] == "absent":
+            assert f"{name}: absent: " in done.stdout
+    assert listed["token"]["status"] == "ok"
+
+
+def test_json_matches_schema(full_run):
+    _, document, _ = full_run
+    jsonschema.validate(document, schema.SCHEMA)
+    assert document["schema_version"] == schema.SCHEMA_VERSION
+    assert document["settings"]["mode"] == "tiny"
+    assert document["settings"]["keys"] == [10]
+    assert document["command"][:2] == ["fastcore", "bench"]
+
+
+def test_json_figures_cover_threads_and_ratios(full_run):
+    _, document, _ = full_run
+    token = [f for f in document["figures"] if f["structure"] == "token"]
+    measured = [f for f in token if f["status"] == "ok"]
+    assert measured and all(f["median_ns"] > 0 and f["ops_per_s"] > 0 for f in measured)
+    # each group's first fastcore row is its own reference
+    fastcore_rows = [f for f in measured if f["kind"] == "fastcore" and f["ratio_to_fastcore"]]
+    assert any(f["ratio_to_fastcore"] == 1.0 for f in fastcore_rows)
+    threaded = [f for f in token if f["threads"] == 2]
+    assert threaded and all(f["batch"] is not None for f in threaded)
+    assert not [f for f in document["figures"] if f["kind"] == "peer"]   # no --peers
+
+
+def test_every_peer_is_measured_or_reported_missing(peers_run):
+    done, document = peers_run
+    jsonschema.validate(document, schema.SCHEMA)
+    assert "\npeers " in done.stdout
+    peers = [f for f in document["figures"] if f["kind"] == "peer"]
+    hot = [f for f in peers
+           if f["structure"] == "token" and f["operation"] == "try_acquire hot key"]
+    assert len(hot) == TOKEN_PEERS
+    for figure in peers:
+        assert figure["status"] in ("ok", "missing"), figure
+        if figure["status"] == "missing":
+            assert figure["peer"] in document["peers"]
+            assert document["peers"][figure["peer"]] is None
+            assert "MISSING" in done.stdout
+        else:
+            assert document["peers"][figure["peer"]] == figure["peer_version"]
+
+
+def test_memory_figures(full_run):
+    _, document, _ = full_run
+    keyed = [m for m in document["memory"] if m["structure"] == "token" and m["keys"]]
+    assert keyed and keyed[0]["keys"] == 1000 and keyed[0]["per"] == "key"
+    item = keyed[0]
+    assert item["total_bytes"] == item["python_bytes"] + item["core_bytes"]
+    assert item["bytes_per_unit"] == pytest.approx(item["total_bytes"] / 1000)
+    assert item["core_bytes"] >= 8 * 1000          # at least the 8-byte TAT per key
+
+
+def test_plot_is_a_png_that_opens(full_run):
+    _, _, path = full_run
+    width, height = png_size(path)
+    assert width > 200 and height > 200
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as image:
+        image.verify()
+
+
+def test_console_script_prints_the_schema():
+    script = Path(sys.executable).parent / "fastcore"
+    if not script.exists():
+        pytest.skip("console script not installed beside this interpreter")
+    done = subprocess.run([str(script), "bench", "--schema"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == schema.SCHEMA
+
+
+def _scaled(document: dict, factor: float) -> dict:
+    scaled = copy.deepcopy(document)
+    for figure in scaled["figures"]:
+        if figure["median_ns"]:
+            figure["median_ns"] *= factor
+    return scaled
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare")
+    done = bench(folder, "--quick", "--tiny", "--only", "token", "--keys", "10,100",
+                 "--memory-keys", "0", "--progress", "none", "--json", "base.json",
+                 check_code=0)
+    return folder, json.loads((folder / "base.json").read_text()), done.stdout
+
+
+def test_keys_sweep_times_each_figure_once(baseline):
+    _, document, out = baseline
+    assert "token: scaling with live keys" in out
+    assert "| try_acquire N keys round robin · fastcore.KeyedTokenBucket " in out
+    jsonschema.validate(document, schema.SCHEMA)
+    assert document["memory"] == [] and document["settings"]["memory_keys"] == 0
+    token = document["figures"]
+    assert {f["keys"] for f in token if f["keys"] is not None} == {10, 100}
+    # the hot-key group appears at every sweep point but is timed once
+    identities = [(f["operation"], f["subject"], f["keys"], f["batch"], f["threads"])
+                  for f in token]
+    assert len(identities) == len(set(identities))
+    assert sum(f["operation"] == "try_acquire hot key" for f in token) == 3
+
+
+def test_compare_exits_1_when_a_figure_got_slower(baseline):
+    folder, document, _ = baseline
+    (folder / "fast.json").write_text(json.dumps(_scaled(document, 0.001)))
+    done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--memory-keys", "0",
+                 "--progress", "none", "--compare", "fast.json", "--tolerance", "0.2",
+                 check_code=1)
+    assert "compared with fast.json (tolerance 20% slower)" in done.stdout
+    assert "SLOWER" in done.stdout
+
+
+def test_compare_exits_0_when_nothing_got_slower(baseline):
+    folder, document, _ = baseline
+    (folder / "slow.json").write_text(json.dumps(_scaled(document, 1000.0)))
+    done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--memory-keys", "0",
+                 "--progress", "none", "--compare", "slow.json", check_code=0)
+    assert "0 slower beyond tolerance" in done.stdout
+    assert "faster" in done.stdout
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--keys", "abc"], "argument --keys: 'abc' is not a number"),
+    (["--keys", "1.5"], "'1.5' is not a whole number"),
+    (["--batch", "0"], "'0' is not a whole number"),
+    (["--only", "tokens"], "unknown structure 'tokens'"),
+    (["--only", "redis"], "Redis is selected with --redis URL"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "two"], "argument --threads: invalid int value"),
+    (["--tolerance", "0.1"], "--tolerance needs --compare"),
+    (["--compare", "no-such.json"], "--compare: cannot read no-such.json"),
+    (["--compare", "not-json.json"], "not-json.json is not JSON"),
+    (["--compare", "other.json"], "not a fastcore bench results file"),
+    (["--json", "no/such/folder/out.json"], "does not exist"),
+    (["--redis", "localhost:6379"], "--redis takes a URL"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_bad_options_exit_2_with_a_message(tmp_path, arguments, message):
+    (tmp_path / "not-json.json").write_text("{")
+    (tmp_path / "other.json").write_text('{"figures": []}')
+    done = bench(tmp_path, *arguments, check_code=2)
+    assert message in done.stderr
+    assert "usage: fastcore" in done.stderr
+    assert done.stdout == ""
+
+
+def test_no_command_exits_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "fastcore"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "name a command" in done.stderr
+
+
+# In-process parts: the runner's reporting of what could not run, compare, progress.
+
+def _settings(**overrides):
+    values = dict(structures=[], keys=[10], batch=[4], rounds=2, round_time=0.0005,
+                  max_time=None, memory_keys=0, mode="tiny")
+    values.update(overrides)
+    return runner.Settings(**values)
+
+
+def _fake_module(tmp_path, monkeypatch, name, source):
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(registry.MODULES, name, name)
+
+
+FAKE_WORKLOADS = '''
+from fastcore.benchmark.workload import MIN_ROUNDS, Workload, measure, measure_threads
+
+def _run():
+    return lambda: sum(range(10))
+
+def _broken():
+    raise RuntimeError("setup exploded")
+
+def workloads(keys, batch):
+    return [
+        Workload("fake", "sum", "fastcore.Fake", _run, 10, keys=keys),
+        Workload("fake", "sum", "floor: sum", _run, 10, kind="floor", keys=keys),
+        Workload("fake", "sum", "no-such-peer", _run, 10, kind="peer",
+                 peer="fastcore-no-such-peer-distribution", keys=keys),
+        Workload("fake", "broken", "fastcore.Broken", _broken, 1),
+    ]
+'''
+
+
+def test_missing_peer_and_broken_workload_are_reported(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_bench_module", FAKE_WORKLOADS)
+    result = runner.run(_settings(structures=["fake_bench_module"], peers=True),
+                        progress.NullProgress())
+    by_subject = {f.subject: f for f in result.figures}
+    assert by_subject["fastcore.Fake"].status == "ok"
+    assert by_subject["fastcore.Fake"].ratio_to_fastcore == 1.0
+    assert by_subject["floor: sum"].ratio_to_floor == 1.0
+    missing = by_subject["no-such-peer"]
+    assert missing.status == "missing" and "not installed" in missing.detail
+    assert result.peers == {"fastcore-no-such-peer-distribution": None}
+    assert by_subject["fastcore.Broken"].status == "error"
+    assert "RuntimeError: setup exploded" in by_subject["fastcore.Broken"].detail
+    assert any("setup exploded" in line for line in result.failures)
+    text = report.render(result)
+    assert "MISSING: fastcore-no-such-peer-distribution" in text
+    assert "no-such-peer: missing:" in text
+
+
+def test_peers_are_skipped_without_the_option(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_bench_module", FAKE_WORKLOADS)
+    result = runner.run(_settings(structures=["fake_bench_module"]), progress.NullProgress())
+    assert all(f.kind != "peer" for f in result.figures)
+
+
+def test_module_that_fails_to_import_is_reported(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_broken_bench", "raise ImportError('no cython')\n")
+    loaded = registry.load("fake_broken_bench")
+    assert loaded.status == "import-error" and "no cython" in loaded.detail
+    monkeypatch.setitem(registry.MODULES, "fake_absent_bench", "fake_absent_bench_nowhere")
+    assert registry.load("fake_absent_bench").status == "absent"
+    result = runner.run(_settings(structures=["fake_broken_bench", "fake_absent_bench"]),
+                        progress.NullProgress())
+    assert [s["status"] for s in result.structures] == ["import-error", "absent"]
+    assert result.failures == ["fake_broken_bench: import-error: ImportError: no cython"]
+
+
+def test_threads_give_aggregate_figures(tmp_path, monkeypatch):
+    source = FAKE_WORKLOADS.replace('"sum", "fastcore.Fake", _run, 10, keys=keys',
+                                    '"sum", "fastcore.Fake", _run, 10, keys=keys, batch=batch')
+    _fake_module(tmp_path, monkeypatch, "fake_batch_bench_module", source)
+    result = runner.run(_settings(structures=["fake_batch_bench_module"], threads=3),
+                        progress.NullProgress())
+    threaded = [f for f in result.figures if f.threads == 3]
+    assert [f.subject for f in threaded] == ["fastcore.Fake"]
+    assert threaded[0].status == "ok" and threaded[0].median_ns > 0
+
+
+MEMORY_WORKLOADS = '''
+from fastcore.benchmark.workload import Workload
+
+def _setup(keys):
+    def setup():
+        table = [object() for _ in range(keys or 1)]    # Python objects tracemalloc sees
+        run = lambda: None
+        run.table = table
+        return run
+    return setup
+
+def workloads(keys, batch):
+    return [
+        Workload("cache", "get hot", "fastcore.Cache", _setup(None), 1,
+                 memory=lambda run: 1000),
+        Workload("cache", "get round robin", "fastcore.Cache", _setup(keys), 1, keys=keys,
+                 memory=lambda run: 8 * len(run.table)),
+        Workload("cache", "get round robin", "fastcore.NoAccounting", _setup(keys), 1,
+                 keys=keys, memory=lambda run: None),
+        Workload("cache", "get round robin", "peer", _setup(keys), 1, kind="peer",
+                 peer="x", keys=keys, memory=lambda run: 1),
+    ]
+'''
+
+
+def test_memory_pass_builds_each_subject_once_at_the_most_keys(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_memory_bench", MEMORY_WORKLOADS)
+    result = runner.run(_settings(structures=["fake_memory_bench"], keys=[1],
+                                  memory_keys=2000), progress.NullProgress())
+    assert [(m.subject, m.keys, m.per) for m in result.memory] == [
+        ("fastcore.Cache", 2000, "entry"), ("fastcore.NoAccounting", 2000, "entry")]
+    cache, plain = result.memory
+    assert cache.core_bytes == 16_000
+    assert cache.python_bytes >= 2000 * 16           # 2,000 objects and the list holding them
+    assert cache.total_bytes == cache.python_bytes + cache.core_bytes
+    assert cache.bytes_per_unit == pytest.approx(cache.total_bytes / 2000)
+    assert plain.core_bytes is None and plain.total_bytes == plain.python_bytes
+    document = schema.to_document(result, ["fastcore", "bench"])
+    jsonschema.validate(document, schema.SCHEMA)
+    assert "| fastcore.NoAccounting " in report.render(result)
+
+
+def test_groups_expand_to_structures():
+    assert registry.expand_groups(["cache"]) == ["ttlcache", "semantic"]
+    assert registry.expand_groups(["histogram", "token"]) == ["token", "histogram"]
+    with pytest.raises(ValueError, match="unknown structure 'x'"):
+        registry.expand_groups(["x"])
+
+
+def test_parse_counts():
+    assert cli.parse_counts("1e3,1e5,100_000, 1000") == [1000, 100000]
+    assert cli.parse_count("0") == 0
+    assert cli.parse_count("1e6") == 1_000_000
+
+
+def _document(*figures):
+    return {"machine": {"cpu": "x"}, "settings": {"mode": "tiny"}, "figures": [
+        {"structure": "token", "operation": op, "subject": "s", "keys": None, "batch": None,
+         "threads": 1, "status": status, "median_ns": ns} for op, ns, status in figures]}
+
+
+def test_compare_tolerance_boundaries():
+    old = _document(("a", 100.0, "ok"), ("b", 100.0, "ok"), ("c", 100.0, "ok"),
+                    ("gone", 5.0, "ok"), ("was-missing", None, "missing"))
+    new = _document(("a", 120.0, "ok"), ("b", 121.0, "ok"), ("c", 50.0, "ok"),
+                    ("fresh", 1.0, "ok"), ("was-missing", 3.0, "ok"))
+    result = compare.compare(old, new, 0.2)
+    assert [c.identity[1] for c in result.regressions] == ["b"]
+    assert [c.identity[1] for c in result.improvements] == ["c"]
+    assert [i[1] for i in result.only_old] == ["gone"]
+    assert sorted(i[1] for i in result.only_new) == ["fresh", "was-missing"]
+    text = compare.render(result, "old.json")
+    assert "1 slower beyond tolerance, 1 faster, 1 within tolerance" in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_falls_back_to_one_plain_line_without_rich(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rich", None)      # import rich -> ImportError
+    monkeypatch.setitem(sys.modules, "rich.console", None)
+    stream = _Terminal()
+    shown = progress.make("auto", stream)
+    assert isinstance(shown, progress.PlainProgress)
+    shown.start(2)
+    shown.point("token keys=10 batch=4")
+    shown.advance(1)
+    shown.describe("token keys=10 batch=4: try_acquire · fastcore")
+    shown.finish()
+    written = stream.getvalue()
+    assert "\n" not in written                       # rewritten in place on a terminal
+    assert "[ 50%]" in written and "try_acquire" in written
+
+
+def test_progress_on_a_pipe_writes_one_line_per_point():
+    stream = io.StringIO()
+    shown = progress.make("auto", stream)
+    shown.start(2)
+    shown.point("first point")
+    shown.describe("a workload")
+    shown.point("second point")
+    shown.finish()
+    assert stream.getvalue().splitlines()[0].endswith("first point")
+    assert len(stream.getvalue().splitlines()) == 2
+
+
+def test_schema_rejects_other_versions(tmp_path):
+    path = tmp_path / "v99.json"
+    path.write_text(json.dumps({"schema_version": 99, "figures": []}))
+    with pytest.raises(schema.SchemaError, match="schema_version 99"):
+        schema.read(str(path))
+
+
+def test_workload_record_is_unchanged_for_structure_modules():
+    # the fields every structure module constructs Workloads with
+    fields = list(Workload.__dataclass_fields__)
+    assert fields == ["structure", "operation", "subject", "setup", "ops", "kind", "peer",
+                      "keys", "batch", "memory"]
+
+
+def _slow_workload():
+    def setup():
+        return lambda: sum(range(20_000))
+    return Workload("fake", "slow sum", "fastcore.Slow", setup, 1)
+
+
+def test_max_time_cuts_rounds_but_keeps_the_minimum():
+    timing = measure(_slow_workload(), rounds=10_000, round_time=0.0001, max_time=0.0)
+    assert len(timing.samples_ns) == MIN_ROUNDS
+    timing = measure(_slow_workload(), rounds=3, round_time=0.0001, max_time=0.0)
+    assert len(timing.samples_ns) == 3
+
+
+def test_measure_threads_stops_its_threads_and_reraises_their_errors():
+    import threading
+    before = threading.active_count()
+    timing = measure_threads(_slow_workload(), 3, rounds=10_000, round_time=0.0001,
+                             max_time=0.0)
+    assert len(timing.samples_ns) == MIN_ROUNDS and timing.threads == 3
+    assert threading.active_count() == before
+
+    calls = []
+
+    def setup():
+        def run():
+            calls.append(1)
+            if len(calls) > 3:            # warm-up and calibration pass, a thread fails
+                raise RuntimeError("thread failed")
+        return run
+
+    with pytest.raises(RuntimeError, match="thread failed"):
+        measure_threads(Workload("fake", "f", "fastcore.F", setup, 1), 2, rounds=50,
+                        round_time=0.0)
+    assert threading.active_count() == before

@@ -1,0 +1,622 @@
+"""SemanticCache: hand-computed timelines under ManualClock, single flight with threads and
+asyncio tasks, memoize, eviction, memory bound and bad input.
+
+Nothing here sleeps: threads meet at Barriers and Events, time moves only by ManualClock.
+"""
+
+import asyncio
+import math
+import os
+import random
+import threading
+
+import pytest
+
+import fastcore
+from fastcore import (
+    CacheState,
+    Freshness,
+    Intent,
+    InvalidFreshness,
+    Loaded,
+    ManualClock,
+    SemanticCache,
+    UnknownIntent,
+    ValueTooLarge,
+)
+from fastcore._core import semantic as core
+
+FRESH, STALE, MISS = CacheState.FRESH, CacheState.STALE, CacheState.MISS
+
+
+class ManualExecutor:
+    """Background refreshes wait here until the test runs them."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, fn, *args):
+        self.jobs.append((fn, args))
+
+    def run_all(self):
+        jobs, self.jobs = self.jobs, []
+        for fn, args in jobs:
+            fn(*args)
+
+
+def make(clock, **kwargs):
+    kwargs.setdefault("default", Freshness(60, 30, 300))
+    kwargs.setdefault("intents", [Intent("context", max_staleness=600),
+                                  Intent("verify", serve_stale_while_revalidate=False,
+                                         serve_stale_on_error=False)])
+    return SemanticCache(100, clock=clock, **kwargs)
+
+
+def snapshot(cache):
+    return cache.keys(), cache.currsize, len(cache), cache.stats()
+
+
+def wait_until(predicate):
+    """Spin (yielding the CPU, never sleeping) until another thread makes it true."""
+    for _ in range(10_000_000):
+        if predicate():
+            return
+        os.sched_yield()
+    raise AssertionError("condition never became true")
+
+
+# -- the compiled surface ------------------------------------------------------------------
+
+def test_hot_path_is_compiled_and_inherited():
+    assert core.__file__.endswith(".so")
+    assert SemanticCache.__slots__ == ()
+    assert SemanticCache.lookup is core.SemanticCacheCore.lookup
+    assert SemanticCache.set is core.SemanticCacheCore.set
+    assert not hasattr(SemanticCache(1), "__dict__")
+    for cls in (Freshness, Intent, fastcore.Lookup, Loaded):
+        assert cls.__module__ == "fastcore._core.semantic"
+    assert issubclass(CacheState, str) and CacheState.STALE == "STALE"
+
+
+# -- the state rules, hand computed ----------------------------------------------------------
+
+def test_worked_example_timeline(clock):
+    # The example of semantic.pxd: max_age 60, swr 30, sie 300, stored at t=1000.
+    cache = make(clock)
+    cache.set("k", "v")
+    assert cache.lookup("k").state is FRESH
+    clock.set(1059)
+    r = cache.lookup("k", "context")
+    assert (r.state, r.value, r.age, r.negative) == (FRESH, "v", 59.0, False)
+    clock.set(1060)                       # a == max_age: stale
+    assert cache.lookup("k").state is STALE
+    clock.set(1070)
+    assert [cache.lookup("k", i).state for i in (None, "context", "verify")] == [
+        STALE, STALE, MISS]
+    clock.set(1089.999)
+    assert cache.lookup("k").state is STALE
+    clock.set(1090)                       # 60 + 30: the default intent's window closes
+    assert cache.lookup("k").state is MISS
+    assert cache.lookup("k", "context").state is STALE
+    clock.set(1100)
+    assert cache._fallback("k", None).value == "v"     # 1100 < 1060 + 300
+    assert cache._fallback("k", "verify") is None       # does not serve stale on error
+    clock.set(1659.5)
+    assert cache.lookup("k", "context").age == 659.5
+    clock.set(1660)                       # keep_until = 1060 + max(600, 30, 300): dead
+    assert cache.lookup("k", "context").state is MISS
+    assert len(cache) == 0
+
+
+def test_state_rules_per_intent(clock):
+    cache = make(clock, default=Freshness(10, 5, 20))
+    ad_hoc = Intent("lenient", max_staleness=10_000)
+    cache.set("k", 1)
+    clock.advance(12)                     # a=12: swr window (10..15)
+    assert cache.lookup("k", "verify").state is MISS
+    assert cache.lookup("k", Intent("x", 0, serve_stale_while_revalidate=False)).state is MISS
+    assert cache.lookup("k", Intent("x", 3, serve_stale_while_revalidate=False)).state is STALE
+    clock.advance(8)                      # a=20: past swr, inside context's 600
+    assert cache.lookup("k").state is MISS
+    assert cache.lookup("k", "context").state is STALE
+    clock.advance(600)                    # a=620 >= 10 + 600: dead for every intent
+    assert cache.lookup("k", ad_hoc).state is MISS   # an ad-hoc intent cannot revive it
+    assert "k" not in cache
+
+
+def test_must_revalidate_and_no_cache(clock):
+    cache = make(clock)
+    cache.set("m", 1, Freshness(10, 30, 300, must_revalidate=True))
+    cache.set("n", 2, Freshness.from_cache_control("no-cache"))
+    assert "n" not in cache               # stale at once and never usable: not kept
+    assert cache.lookup("m").state is FRESH
+    clock.advance(10)
+    assert cache.lookup("m", "context").state is MISS
+    assert cache._fallback("m", None) is None
+    assert len(cache) == 0
+
+
+def test_age_header_adds_to_lookup_age(clock):
+    cache = make(clock)
+    cache.set("k", 1, Freshness.from_cache_control("max-age=60", age=10))
+    clock.advance(49)
+    assert (cache.lookup("k").state, cache.lookup("k").age) == (FRESH, 59.0)
+    clock.advance(1)                      # no stale window in the header
+    assert cache.lookup("k").state is MISS
+    assert cache.lookup("k", "context").age == 60.0
+
+
+def test_negative_entries(clock):
+    cache = make(clock, negative_ttl=5)
+    cache.set_negative("gone")
+    r = cache.lookup("gone")
+    assert (r.state, r.value, r.negative) == (FRESH, None, True)
+    clock.advance(5)                      # negative_ttl 5, context keeps it 600 more
+    assert cache.lookup("gone").state is MISS
+    assert cache.lookup("gone", "context").state is STALE
+    cache.set_negative("404", Freshness.from_response(404, {"Cache-Control": "max-age=30"}))
+    cache.set("410", "body", Freshness.from_response(410, {"Cache-Control": "max-age=30"}))
+    assert cache.lookup("404").negative and cache.lookup("410").negative
+    assert cache.lookup("410").value == "body"
+    assert cache.stats()["hits"] == 4
+
+
+# -- loaders: stale-while-revalidate, stale-if-error, XFetch ----------------------------------
+
+def test_stale_while_revalidate_timeline(clock):
+    executor = ManualExecutor()
+    cache = make(clock, executor=executor)
+    calls = []
+
+    def loader(key):
+        calls.append(clock.now())
+        return f"v{len(calls)}"
+
+    assert cache.get_or_load("k", loader) == "v1"          # t=1000 miss: loads inline
+    clock.set(1059)
+    assert cache.get_or_load("k", loader) == "v1"          # fresh
+    clock.set(1070)                                          # stale, inside swr
+    assert cache.get_or_load("k", loader) == "v1"
+    assert cache.get_or_load("k", loader) == "v1"
+    assert len(executor.jobs) == 1 and calls == [1000.0]    # one refresh per key
+    executor.run_all()
+    assert calls == [1000.0, 1070.0]
+    assert cache.lookup("k").value == "v2" and cache.lookup("k").age == 0.0
+    clock.set(1129)
+    assert cache.get_or_load("k", loader) == "v2" and executor.jobs == []
+    s = cache.stats()
+    assert (s["loads"], s["stale_hits"]) == (2, 2)
+
+
+def test_strict_intent_joins_the_background_refresh():
+    clock = ManualClock(0)
+    executor = ManualExecutor()
+    cache = make(clock, executor=executor)
+    cache.set("k", "old")
+    clock.advance(70)
+    assert cache.get_or_load("k", lambda k: "new") == "old"    # refresh queued
+    result = []
+    waiter = threading.Thread(
+        target=lambda: result.append(cache.get_or_load("k", lambda k: "other",
+                                                       intent="verify")))
+    waiter.start()
+    wait_until(lambda: cache.stats()["coalesced_waits"] == 1)
+    executor.run_all()
+    waiter.join()
+    assert result == ["new"]
+    assert cache.stats()["loads"] == 1
+
+
+def test_stale_if_error_timeline(clock):
+    cache = make(clock, executor=ManualExecutor())
+    cache.set("k", "old")
+
+    def failing(key):
+        raise ConnectionError("upstream down")
+
+    clock.set(1100)                       # default: MISS (past 60 + 30), inside sie 300
+    assert cache.get_or_load("k", failing) == "old"
+    with pytest.raises(ConnectionError):
+        cache.get_or_load("k", failing, intent="verify")
+    clock.set(1359.999)
+    assert cache.get_or_load("k", failing) == "old"
+    clock.set(1360)                       # 60 + 300: the error propagates
+    with pytest.raises(ConnectionError, match="upstream down"):
+        cache.get_or_load("k", failing)
+    assert cache.lookup("k", "context").value == "old"     # the entry itself is untouched
+    s = cache.stats()
+    assert (s["loads"], s["load_errors"]) == (4, 4)
+
+
+def test_loaded_sets_freshness_negative_and_no_store(clock):
+    cache = make(clock)
+    assert cache.get_or_load("a", lambda k: Loaded("A", Freshness(5))) == "A"
+    clock.advance(5)                      # no swr: MISS by default, STALE for context
+    assert cache.lookup("a").state is MISS and cache.lookup("a", "context").state is STALE
+    assert cache.get_or_load("b", lambda k: Loaded("nf", Freshness(3, negative=True))) == "nf"
+    assert cache.lookup("b").negative
+    cache.set("c", "old")
+    assert cache.get_or_load("c", lambda k: "x", intent="verify") == "old"
+    clock.advance(61)
+    no_store = Freshness.from_cache_control("no-store")
+    assert cache.get_or_load("c", lambda k: Loaded("new", no_store), intent="verify") == "new"
+    assert "c" not in cache
+    with pytest.raises(TypeError):
+        Loaded(1, 60)
+
+
+def test_xfetch_early_refresh_is_seedable(clock):
+    draws = []
+    executor = ManualExecutor()
+    cache = make(clock, executor=executor, random=lambda: draws.pop(0))
+
+    def slow_loader(key):
+        clock.advance(2)                  # the load takes 2 s: delta = 2 s
+        return "v"
+
+    cache.get_or_load("k", slow_loader)   # stored at t=1002, fresh until 1062
+    clock.set(1057)                       # 5 s left: refresh iff 2 * -ln(1 - u) >= 5
+    draws[:] = [0.90]                     # -ln(0.10) = 2.30 -> 4.6 s < 5: no refresh
+    cache.get_or_load("k", slow_loader)
+    assert executor.jobs == []
+    draws[:] = [0.95]                     # -ln(0.05) = 3.00 -> 6.0 s >= 5: refresh
+    cache.get_or_load("k", slow_loader)
+    assert len(executor.jobs) == 1 and draws == []
+    plain = make(clock, executor=executor, random=random.Random(7).random)
+    plain.set("p", 1)                     # set() records no load time: never early
+    for _ in range(100):
+        plain.get_or_load("p", slow_loader)
+    assert len(executor.jobs) == 1
+
+
+def test_xfetch_disabled_by_beta_zero(clock):
+    executor = ManualExecutor()
+    cache = make(clock, executor=executor, xfetch_beta=0, random=lambda: 0.999999)
+    cache.get_or_load("k", lambda k: clock.advance(30) or "v")
+    clock.advance(59)
+    cache.get_or_load("k", lambda k: "w")
+    assert executor.jobs == []
+
+
+# -- single flight ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", [2, 16, 64])
+def test_single_flight_threads(threads):
+    cache = SemanticCache(100, clock=ManualClock())
+    start = threading.Barrier(threads)
+    calls = []
+    results = []
+
+    def loader(key):
+        calls.append(key)
+        wait_until(lambda: cache.stats()["coalesced_waits"] == threads - 1)
+        return object()
+
+    def worker():
+        start.wait()
+        results.append(cache.get_or_load("k", loader))
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert calls == ["k"]
+    assert len(results) == threads and all(r is results[0] for r in results)
+    assert cache.stats()["loads"] == 1
+
+
+def test_single_flight_error_reaches_every_waiter():
+    threads = 16
+    cache = SemanticCache(100, clock=ManualClock())
+    start = threading.Barrier(threads)
+    errors = []
+    calls = []
+
+    def loader(key):
+        calls.append(key)
+        wait_until(lambda: cache.stats()["coalesced_waits"] == threads - 1)
+        raise LookupError("no such key")
+
+    def worker():
+        start.wait()
+        try:
+            cache.get_or_load("k", loader)
+        except LookupError as exc:
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert len(calls) == 1 and len(errors) == threads
+    assert "k" not in cache and cache.stats()["load_errors"] == 1
+
+
+def test_single_flight_asyncio_tasks():
+    tasks_n = 200
+
+    async def main():
+        cache = SemanticCache(100, clock=ManualClock())
+        release = asyncio.Event()
+        calls = []
+
+        async def loader(key):
+            calls.append(key)
+            await release.wait()
+            return [key]
+
+        tasks = [asyncio.create_task(cache.aget_or_load("k", loader)) for _ in range(tasks_n)]
+        while cache.stats()["coalesced_waits"] < tasks_n - 1:
+            await asyncio.sleep(0)        # a yield to the loop, not a timed wait
+        release.set()
+        results = await asyncio.gather(*tasks)
+        assert calls == ["k"]
+        assert all(r is results[0] for r in results)
+        assert await cache.aget_or_load("k", loader) is results[0]
+        return cache.stats()
+
+    stats = asyncio.run(main())
+    assert (stats["loads"], stats["coalesced_waits"]) == (1, tasks_n - 1)
+
+
+def test_asyncio_error_fallback_and_cancelled_caller():
+    async def main():
+        clock = ManualClock(0)
+        cache = make(clock)
+        gate = asyncio.Event()
+
+        async def failing(key):
+            await gate.wait()
+            raise TimeoutError("slow upstream")
+
+        cache.set("k", "old")
+        clock.advance(100)                # MISS for default, inside stale_if_error
+        a = asyncio.create_task(cache.aget_or_load("k", failing))
+        b = asyncio.create_task(cache.aget_or_load("k", failing, intent="verify"))
+        c = asyncio.create_task(cache.aget_or_load("k", failing))
+        await asyncio.sleep(0)
+        c.cancel()                        # one caller gives up; the load goes on
+        gate.set()
+        assert await a == "old"
+        with pytest.raises(TimeoutError):
+            await b
+        with pytest.raises(asyncio.CancelledError):
+            await c
+        return cache.stats()
+
+    stats = asyncio.run(main())
+    assert (stats["loads"], stats["load_errors"], stats["coalesced_waits"]) == (1, 1, 2)
+
+
+def test_asyncio_stale_while_revalidate_one_task_per_key():
+    async def main():
+        clock = ManualClock(0)
+        cache = make(clock)
+        calls = []
+
+        async def loader(key):
+            calls.append(key)
+            return f"v{len(calls)}"
+
+        assert await cache.aget_or_load("k", loader) == "v1"
+        clock.advance(70)
+        assert [await cache.aget_or_load("k", loader) for _ in range(5)] == ["v1"] * 5
+        assert len(cache._aflights) == 1
+        await asyncio.gather(*cache._aflights.values())
+        assert calls == ["k", "k"] and not cache._aflights
+        assert cache.lookup("k").state is FRESH
+        assert await cache.aget_or_load("k", lambda key: "sync result ok") == "v2"
+
+    asyncio.run(main())
+
+
+def test_asyncio_accepts_a_plain_loader_and_loaded(clock):
+    async def main():
+        cache = make(clock)
+        assert await cache.aget_or_load("a", lambda key: key.upper()) == "A"
+        assert await cache.aget_or_load(
+            "b", lambda key: Loaded(None, Freshness(5, negative=True))) is None
+        return cache.lookup("a").value, cache.lookup("b").negative, cache.stats()["loads"]
+
+    assert asyncio.run(main()) == ("A", True, 2)
+
+
+# -- memoize ----------------------------------------------------------------------------------
+
+def test_memoize_sync_and_async(clock):
+    cache = make(clock)
+    calls = []
+
+    @cache.memoize()
+    def square(x, *, offset=0):
+        calls.append(x)
+        return x * x + offset
+
+    @cache.memoize(intent="context", key=lambda user: ("user", user))
+    async def profile(user):
+        calls.append(user)
+        return {"id": user}
+
+    @cache.memoize
+    def bare(x):
+        calls.append(("bare", x))
+        return -x
+
+    assert [square(3), square(3), square(3, offset=1), square(4)] == [9, 9, 10, 16]
+    assert calls == [3, 3, 4]
+    assert asyncio.run(profile(7)) == {"id": 7} == asyncio.run(profile(7))
+    assert cache.lookup(("user", 7)).value == {"id": 7}
+    assert bare(2) == bare(2) == -2
+    assert calls == [3, 3, 4, 7, ("bare", 2)]
+    assert square.__name__ == "square"
+    with pytest.raises(UnknownIntent):
+        cache.memoize(intent="nope")
+
+
+# -- eviction and memory ----------------------------------------------------------------------
+
+def test_sieve_eviction_order(clock):
+    cache = SemanticCache(3, clock=clock)
+    for k in "abc":
+        cache.set(k, k)
+    cache.lookup("a")                     # a visited
+    cache.set("d", "d")                   # hand at a: clears it, evicts b
+    assert cache.keys() == ["a", "c", "d"]
+    cache.set("e", "e")                   # hand at c (after b): unvisited, evicted
+    assert cache.keys() == ["a", "d", "e"]
+    cache.lookup("d")
+    cache.lookup("e")
+    cache.set("a", "A")                   # an overwrite keeps its place (and clear bit)
+    assert cache.keys() == ["a", "d", "e"]
+    cache.set("f", "f")                   # hand (after c) is d: clear d, e; wrap; evict a
+    assert cache.keys() == ["d", "e", "f"]
+    assert cache.stats()["evictions"] == 3
+
+
+def test_growing_overwrite_evicts_others_never_itself(clock):
+    cache = SemanticCache(10, clock=clock, getsizeof=len)
+    for k in "abc":
+        cache.set(k, "xxx")               # currsize 9
+    cache.lookup("c")
+    # 9 - 3 + 8 = 14 > 10: the hand skips a, evicts b (11 > 10), clears c, wraps past a
+    # and evicts c (8).
+    cache.set("a", "x" * 8)
+    assert (cache.keys(), cache.currsize, cache.stats()["evictions"]) == (["a"], 8, 2)
+
+
+def test_sieve_evicts_a_dead_entry_even_if_visited(clock):
+    cache = SemanticCache(3, clock=clock, default=Freshness(100))
+    cache.set("a", 1)
+    cache.set("b", 2, Freshness(1))
+    cache.set("c", 3)
+    for k in "abc":
+        cache.lookup(k)
+    clock.advance(5)                      # b is dead (but still stored and visited)
+    cache.set("d", 4)                     # hand: a visited -> cleared; b dead -> evicted
+    assert cache.keys() == ["a", "c", "d"]
+
+
+def test_memory_stays_within_maxsize(clock):
+    cache = SemanticCache(100, clock=clock)
+    for i in range(20_000):
+        cache.set(i, i)
+        if i % 7 == 0:
+            cache.lookup(i // 2)
+    assert len(cache) == cache.currsize == 100
+    weighted = SemanticCache(1000, clock=clock, getsizeof=len)
+    rng = random.Random(1)
+    for i in range(5_000):
+        weighted.set(i, "x" * rng.randint(1, 200))
+        assert weighted.currsize <= 1000
+    assert weighted.currsize == sum(len(weighted.lookup(k).value) for k in weighted.keys())
+
+
+def test_many_threads_mixing_operations_keep_accounts_straight():
+    cache = SemanticCache(50, clock=ManualClock(), getsizeof=lambda v: 1 + v % 3)
+    start = threading.Barrier(4)
+
+    def worker(seed):
+        rng = random.Random(seed)
+        start.wait()
+        for _ in range(20_000):
+            k = rng.randrange(200)
+            op = rng.random()
+            if op < 0.5:
+                cache.set(k, rng.randrange(10))
+            elif op < 0.9:
+                cache.lookup(k)
+            else:
+                cache.delete(k)
+
+    pool = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    keys = cache.keys()
+    assert len(keys) == len(set(keys)) == len(cache)
+    assert cache.currsize == sum(1 + cache.lookup(k).value % 3 for k in keys) <= 50
+
+
+# -- bad input raises and changes nothing -----------------------------------------------------
+
+def test_bad_input_raises_and_changes_nothing(clock):
+    cache = SemanticCache(10, clock=clock, getsizeof=len,
+                          intents=[Intent("context", max_staleness=5)])
+    cache.set("k", "abc")
+    before = snapshot(cache)
+    with pytest.raises(TypeError):
+        cache.set(["unhashable"], "x")
+    with pytest.raises(TypeError):
+        cache.lookup({})
+    with pytest.raises(ValueTooLarge):
+        cache.set("k", "x" * 11)
+    with pytest.raises(ValueTooLarge):
+        cache.set("new", "x" * 11)
+    with pytest.raises(TypeError):
+        cache.set("k", "v", freshness=60)
+    with pytest.raises(UnknownIntent):
+        cache.lookup("k", "nope")
+    with pytest.raises(TypeError):
+        cache.lookup("k", 3)
+    with pytest.raises(TypeError):
+        cache.get_or_load(["x"], lambda k: 1)
+    with pytest.raises(TypeError):
+        cache.delete([])
+    assert snapshot(cache) == before
+    assert cache.lookup("k").value == "abc"
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"maxsize": 0}, ValueError),
+    ({"maxsize": -1}, ValueError),
+    ({"maxsize": 1.5}, TypeError),
+    ({"maxsize": 10, "negative_ttl": -1}, InvalidFreshness),
+    ({"maxsize": 10, "negative_ttl": math.nan}, InvalidFreshness),
+    ({"maxsize": 10, "default": 60}, TypeError),
+    ({"maxsize": 10, "intents": {"a": Intent("b")}}, InvalidFreshness),
+    ({"maxsize": 10, "intents": ["ctx"]}, TypeError),
+    ({"maxsize": 10, "default_intent": "nope"}, UnknownIntent),
+    ({"maxsize": 10, "getsizeof": 3}, TypeError),
+    ({"maxsize": 10, "xfetch_beta": -1}, ValueError),
+    ({"maxsize": 10, "xfetch_beta": math.nan}, ValueError),
+    ({"maxsize": 10, "clock": lambda: 0.0}, TypeError),
+])
+def test_bad_constructor_arguments(kwargs, error):
+    with pytest.raises(error):
+        SemanticCache(**kwargs)
+
+
+@pytest.mark.parametrize("args,error", [
+    ((1,), TypeError),
+    (("",), InvalidFreshness),
+    (("x", -1), InvalidFreshness),
+    (("x", math.inf), InvalidFreshness),
+])
+def test_bad_intents(args, error):
+    with pytest.raises(error):
+        Intent(*args)
+
+
+def test_getsizeof_must_return_a_positive_int(clock):
+    cache = SemanticCache(10, clock=clock, getsizeof=lambda v: v)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError):
+            cache.set("k", bad)
+    assert len(cache) == 0
+
+
+def test_default_intent_and_intent_registry(clock):
+    strict = Intent("strict", serve_stale_while_revalidate=False)
+    cache = SemanticCache(10, clock=clock, intents={"strict": strict},
+                          default_intent="strict", default=Freshness(1, 10))
+    assert cache.default_intent is strict and cache.intent("strict") is strict
+    assert set(cache.intents) == {"strict"}
+    cache.set("k", 1)
+    clock.advance(0.5)
+    assert cache.lookup("k", Intent("swr")).state is FRESH
+    clock.advance(1.5)                    # no configured intent uses swr: dead at 1 s
+    assert cache.lookup("k", Intent("swr")).state is MISS
+    assert len(cache) == 0
