@@ -60,6 +60,7 @@ class HistogramMachine(RuleBasedStateMachine):
         self.hist.record(value, count)
         self.model.record(value, self.clock.now_ns, count)
 
+    @precondition(lambda self: self.model.count(self.clock.now_ns) <= 20_000)
     @rule(values=st.lists(VALUES, max_size=40), large=st.booleans())
     def record_many(self, values, large):
         # `large` repeats the batch past the private-tally threshold of record_many
@@ -101,6 +102,8 @@ class HistogramMachine(RuleBasedStateMachine):
         self.model.merge(model, self.clock.now_ns)
         self.other = None
 
+    # merging a snapshot back doubles the data: keep the model small enough to stay quick
+    @precondition(lambda self: self.model.count(self.clock.now_ns) <= 3000)
     @rule()
     def merge_snapshot(self):
         # a histogram's own snapshot merged back doubles its window into the current slice

@@ -106,8 +106,10 @@ class HistogramModel:
         values = self.sorted_values(now_ns)
         if not values:
             return 0.0
-        mean = self.mean(now_ns)
-        variance = sum((self.median_equivalent(v) - mean) ** 2 for v in values) / len(values)
+        # population variance from exact integer sums: (n * sum(m**2) - sum(m)**2) / n**2
+        midpoints = [self.median_equivalent(v) for v in values]
+        n = len(midpoints)
+        variance = Fraction(n * sum(m * m for m in midpoints) - sum(midpoints) ** 2, n * n)
         return math.sqrt(variance)
 
     def bucket_counts(self, now_ns, periods=None):
