@@ -6,6 +6,14 @@ the compiled class itself (see ``src_cy/``); this module only re-exports.
 
 import os as _os
 
+if not _os.path.isdir(_os.path.join(_os.path.dirname(__file__), "_core")):
+    # The source tree's fastcore/ has no compiled core (it lives in src_cy/ and is built into
+    # the installed package's fastcore/_core/): say so instead of a bare ModuleNotFoundError.
+    raise ImportError(
+        f"fastcore was imported from its source tree ({_os.path.dirname(__file__)}), which holds "
+        "no compiled core: install it (pip install .) and run from another directory, or use "
+        "the installed 'fastcore' command")
+
 from fastcore._core.clock import (
     CoarseClock,
     ManualClock,
