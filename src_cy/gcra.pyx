@@ -9,7 +9,7 @@ from fastcore._core.atomic cimport fc_atomic_store_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
     KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
-    keytable_prefetch_line, keytable_state, keytable_touch,
+    keytable_prefetch_line, keytable_slot_for, keytable_state,
 )
 
 from fastcore._units import gcra_params
@@ -159,15 +159,10 @@ cdef class KeyedTokenBucket(KeyTable):
         """Take ``cost`` tokens from ``key``'s bucket if available; True when admitted."""
         cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t tat_after_ns
-        if s >= 0:
-            keytable_touch(self, s)
-        else:
-            s = self.insert(key, h, now_ns)
-            if s < 0:
-                return False
+        if s < 0:
+            return False
         if gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, self.tau_ns, now_ns,
                       &tat_after_ns):
             keytable_note_idle_at(self, tat_after_ns)
@@ -178,16 +173,11 @@ cdef class KeyedTokenBucket(KeyTable):
         """Take ``cost`` tokens from ``key``'s bucket if available; the full ``Decision``."""
         cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t tat_after_ns
         cdef bint allowed
-        if s >= 0:
-            keytable_touch(self, s)
-        else:
-            s = self.insert(key, h, now_ns)
-            if s < 0:
-                return self.full_denial(now_ns)
+        if s < 0:
+            return self.full_denial(now_ns)
         allowed = gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, self.tau_ns,
                              now_ns, &tat_after_ns)
         if allowed:

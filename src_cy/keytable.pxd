@@ -47,7 +47,7 @@
 # the top bits of the product, i.e. floor(frac(hash * phi^-1) * size)), which spreads
 # sequential integer hashes. Example: index size 32 (shift 59), hash 1 ->
 # 0x9E3779B97F4A7C15 >> 59 = 19.
-from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
+from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from fastcore._core.atomic cimport fc_atomic_min_i64
@@ -104,7 +104,6 @@ cdef class KeyTable:
     cdef int keytable_init(self, object max_keys, object on_full, object clock,
                            Py_ssize_t state_bytes) except -1
     cdef Py_ssize_t insert(self, object key, Py_hash_t h, int64_t now_ns) except -2
-    cdef Py_ssize_t find_or_insert(self, object key, int64_t now_ns) except -2
     cdef bint make_room(self, int64_t now_ns) except -1
     cdef bint room_available(self, int64_t now_ns)
     cdef int remove_slot(self, Py_ssize_t s) except -1
@@ -179,6 +178,17 @@ cdef inline void keytable_touch(KeyTable t, Py_ssize_t s) noexcept:
     slot.older = t.lru_head
     t.slots[t.lru_head].newer = <int32_t>s
     t.lru_head = <int32_t>s
+
+
+cdef inline Py_ssize_t keytable_slot_for(KeyTable t, object key, int64_t now_ns) except -2:
+    """The slot of `key` made most recently used, inserted fresh if absent; -1 when a full
+    table denies the new key. Raises TypeError for an unhashable key before any change."""
+    cdef Py_hash_t h = PyObject_Hash(key)
+    cdef Py_ssize_t s = keytable_lookup(t, key, h)
+    if s >= 0:
+        keytable_touch(t, s)
+        return s
+    return t.insert(key, h, now_ns)
 
 
 cdef inline uint64_t* keytable_entry(char** pages, Py_ssize_t stride, Py_ssize_t s) noexcept nogil:

@@ -151,15 +151,6 @@ cdef class KeyTable:
 
     # -- insertion and removal -------------------------------------------------------------
 
-    cdef Py_ssize_t find_or_insert(self, object key, int64_t now_ns) except -2:
-        """Slot of `key`, inserted fresh if absent and touched; -1 when denied for room."""
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
-        if s >= 0:
-            keytable_touch(self, s)
-            return s
-        return self.insert(key, h, now_ns)
-
     cdef Py_ssize_t insert(self, object key, Py_hash_t h, int64_t now_ns) except -2:
         """Insert an absent key with fresh state as most recently used; -1 when denied."""
         cdef Py_ssize_t s, i

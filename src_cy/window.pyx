@@ -10,7 +10,7 @@ from fastcore._core.clock cimport clock_now_ns
 from fastcore._core.decision cimport decision_new
 from fastcore._core.keytable cimport (
     KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
-    keytable_prefetch_line, keytable_state, keytable_touch,
+    keytable_prefetch_line, keytable_slot_for, keytable_state,
 )
 
 from fastcore._units import WINDOW_SLICES_MAX, window_params
@@ -203,16 +203,11 @@ cdef class SlidingWindowCounter(WindowLimiter):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t w
         cdef SwcView v
-        if s >= 0:
-            keytable_touch(self, s)
-        else:
-            s = self.insert(key, h, now_ns)
-            if s < 0:
-                return False
+        if s < 0:
+            return False
         w = self.window_of(now_ns)
         if swc_admit(<uint64_t*>keytable_state(self, s), units, w, now_ns - w * self.window_ns,
                      self.clear_w, self.limit_units, self.window_ns, &v):
@@ -225,17 +220,12 @@ cdef class SlidingWindowCounter(WindowLimiter):
         """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t w
         cdef SwcView v
         cdef bint allowed
-        if s >= 0:
-            keytable_touch(self, s)
-        else:
-            s = self.insert(key, h, now_ns)
-            if s < 0:
-                return self.full_denial(now_ns)
+        if s < 0:
+            return self.full_denial(now_ns)
         w = self.window_of(now_ns)
         allowed = swc_admit(<uint64_t*>keytable_state(self, s), units, w,
                             now_ns - w * self.window_ns, self.clear_w, self.limit_units,
@@ -399,30 +389,20 @@ cdef class SlidingWindow(WindowLimiter):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
-        if s >= 0:
-            keytable_touch(self, s)
-        else:
-            s = self.insert(key, h, now_ns)
-            if s < 0:
-                return False
+        cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
+        if s < 0:
+            return False
         return self.decide(s, units, now_ns, True, NULL)
 
     def acquire(self, key, double cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
-        cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t fields[3]
         cdef bint allowed
-        if s >= 0:
-            keytable_touch(self, s)
-        else:
-            s = self.insert(key, h, now_ns)
-            if s < 0:
-                return self.full_denial(now_ns)
+        if s < 0:
+            return self.full_denial(now_ns)
         allowed = self.decide(s, units, now_ns, True, fields)
         return decision_new(allowed, fields[0], fields[1], fields[2])
 
