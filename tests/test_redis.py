@@ -80,14 +80,16 @@ def test_idle_key_is_deleted_not_stored(client, prefix):
 
 
 def test_expiry_refills(client, prefix):
+    # The server's clock runs on, so nothing here may depend on how long a call takes: the
+    # decision and the expiry are both read from the one admitting call.
     limiter = bucket(client, 1000, 2, prefix)    # full again 2 ms after the last admit
-    assert limiter.try_acquire("k", 2)
-    assert not limiter.try_acquire("k", 2)
-    deadline = time.monotonic() + 2
+    assert limiter.acquire("k", 2) == Decision(True, 0, 0, 2_000_000)
+    assert client.pttl(limiter.name("k")) in (-2, 0, 1, 2)   # -2: already expired
+    deadline = time.monotonic() + 5
     while client.exists(limiter.name("k")) and time.monotonic() < deadline:
         time.sleep(0.005)
     assert not client.exists(limiter.name("k"))
-    assert limiter.try_acquire("k", 2)
+    assert limiter.acquire("k", 2) == Decision(True, 0, 0, 2_000_000)
 
 
 def test_bad_input_raises_and_sends_nothing(client, prefix):
@@ -141,7 +143,7 @@ def test_bad_rates(client):
 
 
 def test_key_names_are_escaped_hash_tags(client, prefix):
-    limiter = bucket(client, 1, 1, prefix)
+    limiter = bucket(client, 0.001, 1, prefix)     # no refill while the test runs
     assert limiter.name("tenant-1") == prefix.encode() + b"tb:{tenant-1}"
     assert limiter.name("a{b}") == prefix.encode() + b"tb:{a%7Bb%7D}"
     assert limiter.name("") == prefix.encode() + b"tb:{%}"
@@ -288,6 +290,9 @@ def test_deadline_with_a_hung_and_a_dead_server(own_server):
         hung = [timed(limiter.acquire, "k") for _ in range(3)]
         open_ = [timed(limiter.acquire, "k") for _ in range(100)]
         batch = timed(limiter.acquire_many, ["k"] * 100)
+        # The open breaker answered 200 decisions without trying the server: no new errors.
+        # (Counted, not timed: a loaded machine may pause any call.)
+        assert limiter.status()["errors"] == 3
     finally:
         own_server.resume()
     own_server.kill()
@@ -297,7 +302,6 @@ def test_deadline_with_a_hung_and_a_dead_server(own_server):
           f"{max(open_) * 1e6:.0f} us; batch of 100 {batch * 1e6:.0f} us; dead server: "
           f"{[round(t * 1e3, 2) for t in dead]} ms")
     assert all(0.04 < t < 1.0 for t in hung)
-    assert max(open_) < 0.01 and batch < 0.05
     assert max(dead) < 1.0
     assert limiter.status()["errors"] == 6
 

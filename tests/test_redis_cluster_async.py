@@ -183,7 +183,9 @@ def test_async_deadline_with_a_hung_server(own_server):
                 times.append(time.perf_counter() - start)
         finally:
             own_server.resume()
-        assert all(0.04 < t < 1.0 for t in times[:2]) and max(times[2:]) < 0.01
+        # Two read timeouts, then the open breaker answers without trying the server (no
+        # third error; counted, not timed, since a loaded machine may pause any call).
+        assert all(0.04 < t < 1.0 for t in times[:2])
         assert limiter.status()["errors"] == 2
         await limiter.close()
 
