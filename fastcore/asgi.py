@@ -131,7 +131,8 @@ class RateLimitMiddleware:
     """ASGI middleware: admit each HTTP request and WebSocket handshake through ``limiter``.
 
     ``limiter``: an object with ``acquire(key, cost) -> Decision`` (``KeyedTokenBucket``,
-    ``SlidingWindowCounter``, ``SlidingWindow``, a ``fastcore.redis.asyncio`` limiter).
+    ``SlidingWindowCounter``, ``SlidingWindow``, a ``fastcore.redis.asyncio`` limiter), or a
+    ``TokenBucket``: one budget for the whole application.
     ``key``: ``callable(scope) -> key``; default ``client_host``; ``None`` from it lets the
     request through unlimited. ``cost``: a number or ``callable(scope) -> number``.
     ``exempt``: paths (exact ``scope["path"]`` matches) never limited, e.g. health checks.
@@ -173,8 +174,8 @@ class RateLimitMiddleware:
             "type": QUOTA_EXCEEDED,
             "title": "Too Many Requests",
             "status": 429,
-            "detail": "the rate limit for this client is exceeded: retry after Retry-After "
-                      "seconds",
+            "detail": "too many requests from this client: retry after the number of "
+                      "seconds in Retry-After",
             "violated-policies": [policy],
         }).encode("ascii")
 

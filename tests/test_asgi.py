@@ -3,96 +3,20 @@ a ManualClock in the limiter so every admission is hand-computed; plus ASGI-leve
 (WebSocket handshakes, errors) that call the middleware with fake receive/send."""
 
 import asyncio
-import contextlib
 import math
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from redis_fixtures import prefix, redis_server  # noqa: E402,F401
-
-httpx = pytest.importorskip("httpx")
-uvicorn = pytest.importorskip("uvicorn")
+from asgi_fixtures import Endpoint, call, http_scope, running, serving, ws_scope  # noqa: E402
+from redis_fixtures import async_token_bucket, prefix, redis_server  # noqa: E402,F401
 
 from fastcore import (  # noqa: E402
     KeyedTokenBucket, ManualClock, SlidingWindowCounter, TokenBucket,
 )
 from fastcore.asgi import RateLimitMiddleware, client_host, header_key  # noqa: E402
-
-
-class Endpoint:
-    """A pure-ASGI app: answers 200 "ok" (echoing the method), counts the requests it served
-    and records the lifespan events it saw."""
-
-    def __init__(self):
-        self.served = 0
-        self.lifespan = []
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                self.lifespan.append(message["type"])
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] == "websocket":
-            await receive()
-            self.served += 1
-            await send({"type": "websocket.accept", "headers": [(b"x-app", b"1")]})
-            return
-        self.served += 1
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"), (b"x-app", b"1")]})
-        await send({"type": "http.response.body", "body": scope["method"].encode()})
-
-
-def loopback_socket():
-    """A listening socket on a free loopback port, handed to uvicorn (no port race). Its
-    accepted connections inherit TCP_NODELAY: without it each response, written in two
-    parts, waits about 40 ms for the client's delayed ACK."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-def uvicorn_server(app):
-    return uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="critical",
-                                         access_log=False))
-
-
-@contextlib.contextmanager
-def running(app):
-    """uvicorn serving ``app`` in a background thread; yields an httpx client bound to it.
-    Waits until the server accepts, and stops it (lifespan shutdown included) on exit."""
-    sock = loopback_socket()
-    server = uvicorn_server(app)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
-                              daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = sock.getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False,
-                          timeout=10) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-    assert not thread.is_alive()
 
 
 def rate(response):
@@ -266,25 +190,14 @@ def test_sliding_window_limiter_policy(clock):
 
 
 def test_async_redis_limiter_through_the_middleware(redis_server, prefix):
-    redis_asyncio = pytest.importorskip("redis.asyncio")
-    from fastcore.redis.asyncio import RedisTokenBucket
-
     async def scenario():
         clock = ManualClock(1000.0)
-        client = redis_asyncio.Redis.from_url(redis_server.url)
-        limiter = RedisTokenBucket(client, 0.4, 2, prefix=prefix, clock=clock)
         local = KeyedTokenBucket(0.4, 2, clock=clock)
         app = Endpoint()
-        sock = loopback_socket()
-        server = uvicorn_server(RateLimitMiddleware(app, limiter, key=header_key("x-api-key")))
-        serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            assert not serving.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        port = sock.getsockname()[1]
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
-                                         trust_env=False, timeout=10) as http:
+        async with async_token_bucket(redis_server, 0.4, 2, prefix=prefix,
+                                      clock=clock) as limiter:
+            middleware = RateLimitMiddleware(app, limiter, key=header_key("x-api-key"))
+            async with serving(middleware) as http:
                 for step, who in ((0, "a"), (0, "a"), (0, "a"), (0, "b"), (2.4, "a"),
                                   (0.1, "a"), (0.5, "b")):
                     clock.advance(step)
@@ -298,12 +211,6 @@ def test_async_redis_limiter_through_the_middleware(redis_server, prefix):
                         assert response.headers["retry-after"] == str(
                             math.ceil(want.retry_after))
                     assert response.headers["ratelimit-policy"] == '"default";q=2;w=5'
-        finally:
-            server.should_exit = True
-            await serving
-            sock.close()
-            await limiter.close()
-            await client.aclose()
         assert limiter.status()["errors"] == 0
         return app.served
 
@@ -321,33 +228,6 @@ def test_sync_redis_limiter_is_refused(redis_server, prefix):
 
 
 # -- at the ASGI interface -----------------------------------------------------------------
-
-
-def http_scope(path="/", method="GET", headers=(), client=("10.0.0.1", 5000)):
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "path": path, "headers": list(headers), "client": client}
-
-
-def ws_scope(extensions=None, client=("10.0.0.1", 5000)):
-    scope = {"type": "websocket", "path": "/ws", "headers": [], "client": client}
-    if extensions is not None:
-        scope["extensions"] = extensions
-    return scope
-
-
-async def call(app, scope, incoming=({"type": "http.request", "body": b""},)):
-    """Run one ASGI call; the messages the app sent."""
-    pending = list(incoming)
-    sent = []
-
-    async def receive():
-        return pending.pop(0)
-
-    async def send(message):
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
 
 
 CONNECT = ({"type": "websocket.connect"},)

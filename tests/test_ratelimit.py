@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from redis_fixtures import prefix, redis_server  # noqa: E402,F401
+from redis_fixtures import async_token_bucket, prefix, redis_server  # noqa: E402,F401
 
 import fastcore  # noqa: E402
 from fastcore import (  # noqa: E402
@@ -160,34 +160,27 @@ def test_bad_arguments_are_refused():
 
 
 def test_async_redis_limiter_on_async_function(redis_server, prefix):
-    redis_asyncio = pytest.importorskip("redis.asyncio")
     from fastcore.redis import RedisTokenBucket as SyncRedisTokenBucket
-    from fastcore.redis.asyncio import RedisTokenBucket
 
     async def scenario():
         clock = ManualClock(50.0)
-        client = redis_asyncio.Redis.from_url(redis_server.url)
-        limiter = RedisTokenBucket(client, 1, 2, prefix=prefix, clock=clock)
         calls = []
+        async with async_token_bucket(redis_server, 1, 2, prefix=prefix,
+                                      clock=clock) as limiter:
+            @rate_limited(limiter, key=lambda agent: agent)
+            async def run(agent):
+                calls.append(agent)
+                return agent
 
-        @rate_limited(limiter, key=lambda agent: agent)
-        async def run(agent):
-            calls.append(agent)
-            return agent
-
-        try:
             assert await run("a") == "a" and await run("a") == "a"
             with pytest.raises(RateLimitExceeded) as denied:
                 await run("a")
             assert denied.value.retry_after == 1.0
             clock.advance(1.0)
             assert await run("a") == "a"
-        finally:
-            await limiter.close()
-            await client.aclose()
+            with pytest.raises(TypeError, match="only limit async def"):
+                rate_limited(limiter)(lambda: None)
         assert limiter.status()["errors"] == 0
-        with pytest.raises(TypeError, match="only limit async def"):
-            rate_limited(limiter)(lambda: None)
         return calls
 
     assert asyncio.run(scenario()) == ["a", "a", "a"]
