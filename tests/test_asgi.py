@@ -4,6 +4,7 @@ a ManualClock in the limiter so every admission is hand-computed; plus ASGI-leve
 
 import asyncio
 import math
+import socket
 import sys
 from pathlib import Path
 
@@ -215,6 +216,33 @@ def test_async_redis_limiter_through_the_middleware(redis_server, prefix):
         return app.served
 
     assert asyncio.run(scenario()) == 5
+
+
+def handshake(port):
+    """The response head to a WebSocket upgrade request on a raw loopback connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed after {head!r}"
+            head += chunk
+    return head.split(b"\r\n\r\n")[0].decode("latin-1").lower()
+
+
+def test_websocket_handshake_over_the_server(clock):
+    pytest.importorskip("websockets")           # uvicorn serves WebSockets through it
+    limiter = KeyedTokenBucket(1, 1, clock=clock)
+    app = Endpoint()
+    with running(RateLimitMiddleware(app, limiter)) as client:
+        accepted, denied = handshake(client.base_url.port), handshake(client.base_url.port)
+    assert accepted.startswith("http/1.1 101")
+    assert 'ratelimit: "default";r=0;t=1' in accepted
+    assert denied.startswith("http/1.1 429")
+    assert "retry-after: 1" in denied and "content-type: application/problem+json" in denied
+    assert app.served == 1
 
 
 def test_sync_redis_limiter_is_refused(redis_server, prefix):
