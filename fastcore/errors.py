@@ -43,7 +43,8 @@ class CostExceedsLimit(FastcoreError, ValueError):
 
 
 class RateLimitExceeded(FastcoreError):
-    """Raised by decorators and middleware when a call is denied.
+    """Raised by ``fastcore.rate_limited`` when a call is denied (``fastcore.asgi``'s
+    middleware answers 429 with ``Retry-After`` instead of raising it).
 
     ``retry_after`` is the wait in seconds after which the same call would be admitted.
     """

@@ -6,6 +6,7 @@ tests that kill, pause or restart a server, or need a cluster, always start thei
 Every process started here is stopped by the fixture that started it.
 """
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -212,3 +213,20 @@ def redis_cluster(tmp_path_factory):
 def prefix():
     """A prefix of this test's own, so tests sharing a server never share a bucket."""
     return f"t{uuid.uuid4().hex[:12]}:"
+
+
+@contextlib.asynccontextmanager
+async def async_token_bucket(server, rate, burst, **options):
+    """A ``fastcore.redis.asyncio.RedisTokenBucket`` on a ``redis.asyncio`` client of its own
+    for ``server``; the limiter and the client are closed on exit, in the caller's loop."""
+    import redis.asyncio
+
+    from fastcore.redis.asyncio import RedisTokenBucket
+
+    client = redis.asyncio.Redis.from_url(server.url)
+    limiter = RedisTokenBucket(client, rate, burst, **options)
+    try:
+        yield limiter
+    finally:
+        await limiter.close()
+        await client.aclose()

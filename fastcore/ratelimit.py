@@ -1,0 +1,149 @@
+"""Rate-limited callables: a decorator that admits each call through a limiter.
+
+Operations:
+
+- ``rate_limited(limiter, *, key=None, cost=1)``: decorates a plain or ``async def``
+  function; every call takes ``cost`` from ``key``'s budget first and raises
+  ``RateLimitExceeded(retry_after=...)`` without calling the function when denied.
+- ``limiter_acquire(limiter, *, event_loop)``: the limiter's ``acquire`` and whether its
+  answer must be awaited, refusing combinations that would block an event loop. Shared with
+  ``fastcore.asgi``, which admits requests the same way.
+- ``cost_is_callable(cost)``: validates a cost argument (a number or a function), shared too.
+
+Decisions:
+
+- Any limiter with ``acquire(key, cost) -> Decision`` works: the local keyed limiters, and
+  ``fastcore.redis`` / ``fastcore.redis.asyncio`` limiters (the asyncio ones' ``acquire`` is
+  a coroutine function, so its result is awaited). An unkeyed ``fastcore.TokenBucket`` (``acquire(cost)``)
+  works too, as one budget shared by every call; the decorator then takes no ``key``.
+- ``acquire`` rather than ``try_acquire``: a denial must carry ``retry_after``.
+- The sync Redis limiter does network I/O on every call, so it is refused (``TypeError``) for
+  ``async def`` functions and in the middleware: it would stall every task of the event loop
+  for a round trip. Local limiters are fine everywhere: they decide in well under a
+  microsecond and never wait. An asyncio Redis limiter cannot serve a plain function (nothing
+  could await it), which is refused too.
+- The default key is the function's ``module.qualname``, so one keyed limiter can hold a
+  separate budget for each decorated function.
+"""
+
+import functools
+import inspect
+import numbers
+import sys
+
+from fastcore._core.gcra import TokenBucket
+from fastcore.errors import RateLimitExceeded
+
+__all__ = ["rate_limited", "limiter_acquire", "cost_is_callable"]
+
+
+def limiter_acquire(limiter, *, event_loop):
+    """``(acquire, awaits)``: the limiter's ``acquire`` and whether its result is awaitable.
+
+    ``event_loop``: True when the caller runs on an event loop (``async def`` code), where a
+    limiter that blocks on network I/O is refused. Raises ``TypeError`` for an object without
+    ``acquire``, a sync Redis limiter on an event loop, and an asyncio limiter outside one.
+    """
+    acquire = getattr(limiter, "acquire", None)
+    if not callable(acquire):
+        raise TypeError(f"limiter must have an acquire(key, cost) method, got "
+                        f"{type(limiter).__name__}")
+    awaits = inspect.iscoroutinefunction(acquire)
+    # Only a process that imported fastcore.redis can hold one of its limiters: look it up
+    # rather than import it, so redis stays an optional dependency.
+    redis_common = sys.modules.get("fastcore.redis._common")
+    if (event_loop and not awaits and redis_common is not None
+            and isinstance(limiter, redis_common.LimiterBase)):
+        raise TypeError(
+            f"{type(limiter).__module__}.{type(limiter).__name__} waits for Redis on every "
+            "call and would block the event loop: use the same class from "
+            "fastcore.redis.asyncio with a redis.asyncio client")
+    if awaits and not event_loop:
+        raise TypeError(
+            f"{type(limiter).__module__}.{type(limiter).__name__}.acquire is a coroutine "
+            "function: it can only limit async def functions")
+    if isinstance(limiter, TokenBucket):
+        # One bucket for every caller: the key is not the bucket's business.
+        bucket_acquire = acquire
+
+        def acquire(_key, cost):
+            return bucket_acquire(cost)
+    return acquire, awaits
+
+
+def cost_is_callable(cost):
+    """True for a cost function, False for a number; ``TypeError`` for anything else (a
+    bool is refused: ``cost=True`` is a mistake, not one token)."""
+    if callable(cost):
+        return True
+    if isinstance(cost, numbers.Real) and not isinstance(cost, bool):
+        return False
+    raise TypeError(f"cost must be a number or a callable, got {cost!r}")
+
+
+def _exceeded(name, decision):
+    return RateLimitExceeded(
+        f"rate limit exceeded for {name}: retry after {decision.retry_after:.3f} s",
+        retry_after=decision.retry_after)
+
+
+def rate_limited(limiter, *, key=None, cost=1):
+    """Decorate a function so that each call is admitted by ``limiter`` first.
+
+    ``key``: a callable taking the call's arguments (``key(*args, **kwargs)``) and returning
+    the limiter key, or any other value used as the key of every call; default the
+    function's ``module.qualname``. ``cost``: a number, or a callable taking the call's
+    arguments. A denied call raises ``RateLimitExceeded`` with ``retry_after`` in seconds and
+    never runs the function. Works on plain and ``async def`` functions (see the module
+    docstring for which limiters each accepts); limiter errors (a bad cost, an unhashable
+    key) propagate as the limiter raised them. ``functools.wraps`` keeps the name, docstring
+    and signature.
+
+    Example::
+
+        limiter = fastcore.KeyedTokenBucket("10/second", max_keys=10_000)
+
+        @fastcore.rate_limited(limiter, key=lambda tenant, prompt: tenant, cost=2)
+        async def complete(tenant, prompt): ...
+
+        try:
+            await complete("tenant-7", "hi")
+        except fastcore.RateLimitExceeded as denied:
+            await asyncio.sleep(denied.retry_after)
+    """
+    cost_callable = cost_is_callable(cost)
+    if isinstance(limiter, TokenBucket) and key is not None:
+        raise TypeError("a TokenBucket holds one bucket and takes no key: use "
+                        "KeyedTokenBucket for a budget per key")
+
+    def decorate(func):
+        is_async = inspect.iscoroutinefunction(func)
+        acquire, awaits = limiter_acquire(limiter, event_loop=is_async)
+        name = getattr(func, "__qualname__", repr(func))
+        key_of = key if key is not None else f"{getattr(func, '__module__', None)}.{name}"
+        key_callable = callable(key_of)
+
+        def admit_args(args, kwargs):
+            return (key_of(*args, **kwargs) if key_callable else key_of,
+                    cost(*args, **kwargs) if cost_callable else cost)
+
+        if is_async:
+            @functools.wraps(func)
+            async def async_wrapper(*args, **kwargs):
+                decision = acquire(*admit_args(args, kwargs))
+                if awaits:
+                    decision = await decision
+                if not decision.allowed:
+                    raise _exceeded(name, decision)
+                return await func(*args, **kwargs)
+            return async_wrapper
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            decision = acquire(*admit_args(args, kwargs))
+            if not decision.allowed:
+                raise _exceeded(name, decision)
+            return func(*args, **kwargs)
+        return wrapper
+
+    return decorate
