@@ -8,8 +8,8 @@ import numpy as np
 from fastcore._core.atomic cimport fc_atomic_store_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
-    KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
-    keytable_prefetch_line, keytable_slot_for, keytable_state,
+    KEYTABLE_PREFETCH_AHEAD, keytable_state_at, keytable_lookup, keytable_note_idle_at,
+    keytable_prefetch_for_write, keytable_slot_for, keytable_state,
 )
 
 from fastcore._units import gcra_params
@@ -259,7 +259,7 @@ cdef class KeyedTokenBucket(KeyTable):
             if i + KEYTABLE_PREFETCH_AHEAD < n:
                 s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
                 if s >= 0:
-                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
+                    keytable_prefetch_for_write(keytable_state_at(pages, stride, s & slot_mask))
             s = slots_or_handles[i]
             if increments != NULL:
                 increment_ns = increments[i]
@@ -268,8 +268,7 @@ cdef class KeyedTokenBucket(KeyTable):
                 if retry != NULL:
                     retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
-            # the TAT is the word after the generation in the slot's page entry
-            if gcra_admit(<int64_t*>(keytable_entry(pages, stride, s & slot_mask) + 1),
+            if gcra_admit(<int64_t*>keytable_state_at(pages, stride, s & slot_mask),
                           increment_ns, tau_ns, now_ns, &tat_after_ns):
                 allowed[i] = 1
                 keytable_note_idle_at(self, tat_after_ns)

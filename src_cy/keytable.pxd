@@ -10,13 +10,17 @@
 # Layout (bytes per key at 1,000,000 keys):
 #   KeySlot array        24 B  key pointer (strong ref), hash, LRU links
 #   index (int32)        ~8 B  open addressing, linear probing, load factor <= 1/2
-#   state pages     8 + state_bytes: a uint64 generation, then the owner's state (8 B for
-#                              GCRA), in pages of 1024 slots that never move, so nogil batch
-#                              loops may touch state while another thread grows the table
-#                              under the GIL. The generation sits beside the state so a batch
-#                              validates a handle and decides on one cache line (pages start
-#                              on a 64-byte line; strides dividing 64 never straddle two).
-#   KeyedTokenBucket: 24 + 8 + 16 = 48 B per key beyond the key object.
+#   state pages     4 + state_bytes: pages of 1024 slots that never move, so nogil batch
+#                              loops may touch state while another thread grows the table under
+#                              the GIL. A page holds the 1024 uint32 generations first (4 KiB),
+#                              then the 1024 state entries (state_bytes each, a multiple of 8;
+#                              pages start on a cache line, so 8-byte states never straddle
+#                              two). Generations are kept apart from the state because a batch
+#                              validates every handle before deciding any: that pass then reads
+#                              4 bytes per key instead of the state's lines (and none at all
+#                              while no key ever left the table, see Invariants), and the
+#                              deciding pass reads only the state.
+#   KeyedTokenBucket: 24 + 8 + 4 + 8 = 44 B per key beyond the key object.
 #
 # Invariants:
 #   live <= max_keys; slots_used <= slot_capacity <= max_keys
@@ -24,6 +28,11 @@
 #   a slot's generation is odd while it holds a key and even while free; it grows by one at
 #     every insert and every removal, so a handle (generation & 0x7FFFFFFF) << 32 | slot
 #     names exactly one stay of one key
+#   while no key has ever left the table (lost_a_key == 0), every slot below slots_used holds
+#     the first stay of its first key, generation 1 (free slots exist only after a removal),
+#     so a handle is valid iff it is FIRST_STAY_HANDLE + slot with slot < slots_used: a batch
+#     then validates handles from the handle array alone, without reading generations. A
+#     table sized above its live keys never removes one.
 #   idle_not_before_ns <= min over keys of owner.slot_idle_at_ns(slot): no key is idle
 #     earlier, so make_room() skips its O(n) sweep while now < idle_not_before_ns.
 #     Owners lower it (keytable_note_idle_at) whenever a key's idle time may have dropped.
@@ -55,11 +64,18 @@ from fastcore._core.clock cimport Clock
 from fastcore._core.decision cimport Decision
 
 cdef extern from *:
-    # A hint to load the cache line at p ahead of use; batch loops issue it a few
-    # iterations early so random slot accesses overlap instead of waiting one by one.
+    """
+    #define keytable_prefetch_for_write(p) __builtin_prefetch((p), 1)
+    """
+    # Hints to load the cache line at p ahead of use; batch loops issue them a few
+    # iterations early so random slot accesses overlap instead of waiting one by one. The
+    # kernels, which update the state with an atomic, ask for the line in a writable state so
+    # the compare-and-swap does not wait for an ownership upgrade.
     void keytable_prefetch_line "__builtin_prefetch"(const void* p) nogil
+    void keytable_prefetch_for_write(const void* p) nogil
     const uint64_t KEYTABLE_FIB_MULT "0x9E3779B97F4A7C15ULL"
     const int64_t KEYTABLE_SLOT_MASK "0xFFFFFFFFLL"      # handle & MASK == handle % 2**32
+    const int64_t KEYTABLE_FIRST_STAY_HANDLE "0x100000000LL"   # generation 1 << 32
 
 cdef enum:
     KEYTABLE_PAGE_SHIFT = 10                       # slots per state page = 1 << 10
@@ -68,6 +84,7 @@ cdef enum:
     KEYTABLE_MIN_CAPACITY = 16                     # slots allocated at first
     KEYTABLE_PREFETCH_AHEAD = 16                   # batch entries between prefetch and use
     KEYTABLE_CACHE_LINE = 64                       # bytes; state pages are aligned to it
+    KEYTABLE_GENERATIONS_BYTES = 4 << 10           # a page's uint32 generations, 1024 * 4
     KEYTABLE_ON_FULL_EVICT = 0
     KEYTABLE_ON_FULL_DENY = 1
 
@@ -91,7 +108,8 @@ cdef class KeyTable:
     cdef int32_t lru_head
     cdef int32_t lru_tail
     cdef char** state_pages
-    cdef Py_ssize_t state_stride         # 8 (generation) + the owner's state bytes
+    cdef bint lost_a_key                 # set by the first removal, never cleared
+    cdef Py_ssize_t state_stride         # the owner's state bytes per slot
     cdef Py_ssize_t pages_allocated
     cdef Py_ssize_t max_keys_
     cdef int on_full_policy
@@ -191,23 +209,27 @@ cdef inline Py_ssize_t keytable_slot_for(KeyTable t, object key, int64_t now_ns)
     return t.insert(key, h, now_ns)
 
 
-cdef inline uint64_t* keytable_entry(char** pages, Py_ssize_t stride, Py_ssize_t s) noexcept nogil:
-    """Slot s's page entry: page s >> 10 (s // 1024), entry s & 1023 (s % 1024).
+cdef inline char* keytable_state_at(char** pages, Py_ssize_t stride, Py_ssize_t s) noexcept nogil:
+    """Slot s's state: page s >> 10 (s // 1024), past its generations, entry s & 1023 (s % 1024).
 
     Batch loops pass `pages` and `stride` as locals: the atomics in their bodies are compiler
     barriers, which would otherwise reload both from the table on every decision.
     """
-    return <uint64_t*>(pages[s >> KEYTABLE_PAGE_SHIFT] + (s & KEYTABLE_PAGE_MASK) * stride)
+    return pages[s >> KEYTABLE_PAGE_SHIFT] + KEYTABLE_GENERATIONS_BYTES + (s & KEYTABLE_PAGE_MASK) * stride
 
 
-cdef inline uint64_t* keytable_generation(KeyTable t, Py_ssize_t s) noexcept nogil:
-    """Slot s's generation, the first word of its page entry."""
-    return keytable_entry(t.state_pages, t.state_stride, s)
+cdef inline uint32_t* keytable_generation_at(char** pages, Py_ssize_t s) noexcept nogil:
+    """Slot s's generation: entry s & 1023 of the generations that open page s >> 10."""
+    return <uint32_t*>pages[s >> KEYTABLE_PAGE_SHIFT] + (s & KEYTABLE_PAGE_MASK)
+
+
+cdef inline uint32_t* keytable_generation(KeyTable t, Py_ssize_t s) noexcept nogil:
+    return keytable_generation_at(t.state_pages, s)
 
 
 cdef inline char* keytable_state(KeyTable t, Py_ssize_t s) noexcept nogil:
-    """The owner's state bytes of slot s, right after its generation."""
-    return <char*>(keytable_generation(t, s) + 1)
+    """The owner's state bytes of slot s."""
+    return keytable_state_at(t.state_pages, t.state_stride, s)
 
 
 cdef inline void keytable_note_idle_at(KeyTable t, int64_t idle_at_ns) noexcept nogil:
@@ -225,9 +247,11 @@ cdef inline Py_ssize_t keytable_handle_slot(KeyTable t, int64_t handle,
                                             Py_ssize_t slots_used) noexcept nogil:
     """The slot a handle names, or -1 when it is malformed or stale (its key left)."""
     cdef Py_ssize_t s = handle & KEYTABLE_SLOT_MASK
-    cdef uint64_t generation
+    cdef uint32_t generation
     if handle < 0 or s >= slots_used:
         return -1
+    if not t.lost_a_key:                      # generation 1 (see Invariants)
+        return s if (handle >> 32) == 1 else -1
     generation = keytable_generation(t, s)[0]
     if (generation & 1) == 0 or <int64_t>(generation & 0x7FFFFFFF) != (handle >> 32):
         return -1

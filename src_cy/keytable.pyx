@@ -53,7 +53,7 @@ cdef class KeyTable:
         self.clock_ = resolved
         self.max_keys_ = max_keys
         self.on_full_policy = _ON_FULL[on_full]
-        self.state_stride = sizeof(uint64_t) + state_bytes
+        self.state_stride = state_bytes
         cdef Py_ssize_t pages = (self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT
         self.state_pages = <char**>calloc(pages, sizeof(char*))
         self.slot_capacity = min(<Py_ssize_t>KEYTABLE_MIN_CAPACITY, self.max_keys_)
@@ -115,11 +115,11 @@ cdef class KeyTable:
     cdef int ensure_page(self, Py_ssize_t s) except -1:
         """Allocate the state page holding slot s; pages never move once allocated.
 
-        Pages start on a cache line, so an entry whose stride divides 64 (16 for GCRA, 64 for
-        the default slice ring) never straddles two lines.
+        Pages start on a cache line and the generations take whole lines, so an entry whose
+        stride divides 64 (8 for GCRA and the counter) never straddles two lines.
         """
         cdef Py_ssize_t page = s >> KEYTABLE_PAGE_SHIFT
-        cdef Py_ssize_t size = (KEYTABLE_PAGE_MASK + 1) * self.state_stride   # a multiple of 64
+        cdef Py_ssize_t size = KEYTABLE_GENERATIONS_BYTES + (KEYTABLE_PAGE_MASK + 1) * self.state_stride
         cdef void* memory
         while self.pages_allocated <= page:
             if posix_memalign(&memory, KEYTABLE_CACHE_LINE, size) != 0:
@@ -222,6 +222,7 @@ cdef class KeyTable:
             self.lru_tail = slot.newer
         slot.key = NULL
         keytable_generation(self, s)[0] += 1      # even: free; the key's handles go stale
+        self.lost_a_key = True
         slot.newer = -1
         slot.older = self.free_slot
         self.free_slot = <int32_t>s
@@ -243,6 +244,9 @@ cdef class KeyTable:
             in_lru += 1
             s = self.slots[s].older
         assert in_index == in_lru == self.live <= self.max_keys_, (in_index, in_lru, self.live)
+        if not self.lost_a_key:
+            for s in range(self.slots_used):
+                assert keytable_generation(self, s)[0] == 1, (s, keytable_generation(self, s)[0])
         return 0
 
     cdef int wait_for_batches(self) except -1:
@@ -405,12 +409,18 @@ cdef class KeyTable:
         cdef Py_ssize_t i, used = self.slots_used
         cdef int64_t ahead
         cdef char** pages = self.state_pages
-        cdef Py_ssize_t stride = self.state_stride
+        if not self.lost_a_key:
+            # valid iff FIRST_STAY_HANDLE <= handle < FIRST_STAY_HANDLE + used (Invariants):
+            # one unsigned comparison per handle, no generation read
+            for i in range(n):
+                if <uint64_t>(handles[i] - KEYTABLE_FIRST_STAY_HANDLE) >= <uint64_t>used:
+                    return i
+            return -1
         for i in range(n):
             if i + KEYTABLE_PREFETCH_AHEAD < n:
                 ahead = handles[i + KEYTABLE_PREFETCH_AHEAD] & KEYTABLE_SLOT_MASK
                 if ahead < used:
-                    keytable_prefetch_line(keytable_entry(pages, stride, ahead))
+                    keytable_prefetch_line(keytable_generation_at(pages, ahead))
             if keytable_handle_slot(self, handles[i], used) < 0:
                 return i
         return -1
@@ -512,5 +522,6 @@ cdef class KeyTable:
         """Bytes of C memory the table holds (slots, index, state pages), keys excluded."""
         return (self.slot_capacity * sizeof(KeySlot)
                 + (self.index_mask + 1) * sizeof(int32_t)
-                + self.pages_allocated * (KEYTABLE_PAGE_MASK + 1) * self.state_stride
+                + self.pages_allocated * (KEYTABLE_GENERATIONS_BYTES
+                                          + (KEYTABLE_PAGE_MASK + 1) * self.state_stride)
                 + ((self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT) * sizeof(char*))

@@ -9,8 +9,8 @@ import numpy as np
 from fastcore._core.clock cimport clock_now_ns
 from fastcore._core.decision cimport decision_new
 from fastcore._core.keytable cimport (
-    KEYTABLE_PREFETCH_AHEAD, keytable_entry, keytable_lookup, keytable_note_idle_at,
-    keytable_prefetch_line, keytable_slot_for, keytable_state,
+    KEYTABLE_PREFETCH_AHEAD, keytable_state_at, keytable_lookup, keytable_note_idle_at,
+    keytable_prefetch_for_write, keytable_slot_for, keytable_state,
 )
 
 from fastcore._units import WINDOW_SLICES_MAX, window_params
@@ -287,7 +287,7 @@ cdef class SlidingWindowCounter(WindowLimiter):
             if i + KEYTABLE_PREFETCH_AHEAD < n:
                 s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
                 if s >= 0:
-                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
+                    keytable_prefetch_for_write(keytable_state_at(pages, stride, s & slot_mask))
             s = slots_or_handles[i]
             if costs != NULL:
                 units = costs[i]
@@ -296,9 +296,8 @@ cdef class SlidingWindowCounter(WindowLimiter):
                 if retry != NULL:
                     retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
-            # the state word follows the generation in the slot's page entry
-            if swc_admit(keytable_entry(pages, stride, s & slot_mask) + 1, units, w, elapsed_ns,
-                         anchor_w, limit_units, window_ns, &v):
+            if swc_admit(<uint64_t*>keytable_state_at(pages, stride, s & slot_mask), units, w,
+                         elapsed_ns, anchor_w, limit_units, window_ns, &v):
                 allowed[i] = 1
                 if units:
                     keytable_note_idle_at(self, (v.w + 2) * window_ns)
@@ -352,7 +351,7 @@ cdef class SlidingWindow(WindowLimiter):
         return idle_at_ns
 
     cdef void slot_reset(self, Py_ssize_t s) noexcept nogil:
-        memset(keytable_state(self, s), 0, self.state_stride - sizeof(uint64_t))
+        memset(keytable_state(self, s), 0, self.state_stride)
 
     cdef int64_t idle_horizon_ns(self, int64_t now_ns) noexcept nogil:
         return self.window_ns
@@ -455,11 +454,15 @@ cdef class SlidingWindow(WindowLimiter):
         cdef char** pages = self.state_pages
         cdef Py_ssize_t stride = self.state_stride
         cdef RingHead* head
+        cdef char* ahead
         for i in range(n):
             if i + KEYTABLE_PREFETCH_AHEAD < n:
                 s = slots_or_handles[i + KEYTABLE_PREFETCH_AHEAD]
                 if s >= 0:
-                    keytable_prefetch_line(keytable_entry(pages, stride, s & slot_mask))
+                    # an entry may straddle two lines: ask for both ends
+                    ahead = keytable_state_at(pages, stride, s & slot_mask)
+                    keytable_prefetch_for_write(ahead)
+                    keytable_prefetch_for_write(ahead + stride - 1)
             s = slots_or_handles[i]
             if costs != NULL:
                 units = costs[i]
@@ -468,8 +471,7 @@ cdef class SlidingWindow(WindowLimiter):
                 if retry != NULL:
                     retry[i] = self.room_wait_ns(now_ns) / 1e9
                 continue
-            # the ring head follows the generation in the slot's page entry
-            head = <RingHead*>(keytable_entry(pages, stride, s & slot_mask) + 1)
+            head = <RingHead*>keytable_state_at(pages, stride, s & slot_mask)
             newest = ring_advance(head, ring_lock(head), slice_now, pos_now, slices)
             if head.total + units <= limit_units:
                 ring_counts(head)[head.pos] += <uint32_t>units

@@ -172,6 +172,29 @@ def test_batch_length_mismatch_and_stale_handles(clock):
     assert limiter.peek("b") == before
 
 
+def test_handles_before_and_after_the_first_key_leaves(clock):
+    # Until a key leaves, handles are validated from the handle alone (generation 1, slot
+    # below the slots in use); afterwards from the generations. Both must reject the same.
+    limiter = KeyedTokenBucket(1, 5, max_keys=3, clock=clock)
+    a, b, c = (limiter.handle(key) for key in "abc")
+    assert [a, b, c] == [(1 << 32) | 0, (1 << 32) | 1, (1 << 32) | 2]
+    forged = [(1 << 32) | 3, (2 << 32) | 0, 0, -1, (1 << 33) | 1, (1 << 32) | (1 << 31)]
+    for table_lost_a_key in (False, True):
+        before = [limiter.peek(key) for key in "bc"]
+        for bad in forged:
+            with pytest.raises(IndexError):
+                limiter.acquire_many(np.array([b, c, bad], dtype=np.int64))
+        assert [limiter.peek(key) for key in "bc"] == before
+        assert limiter.acquire_many(np.array([b, c, b], dtype=np.int64)).tolist() == [True] * 3
+        if not table_lost_a_key:
+            limiter.try_acquire("d")            # evicts "a", the least recently used key
+    d = limiter.handle("d")
+    assert d == (3 << 32) | 0                   # a's slot, in its second stay
+    with pytest.raises(IndexError):
+        limiter.acquire_many(np.array([d, a], dtype=np.int64))
+    assert limiter.acquire_many(np.array([d, b, c], dtype=np.int64)).tolist() == [True] * 3
+
+
 @pytest.mark.parametrize("kwargs", [
     {"max_keys": 0}, {"max_keys": -5}, {"max_keys": 1 << 40}, {"on_full": "drop"},
 ])

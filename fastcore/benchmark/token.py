@@ -153,8 +153,13 @@ def _batch_workloads(keys: int, batch: int) -> list:
     rng = np.random.default_rng(SEED)
     picks = rng.integers(0, keys, size=decisions)
 
-    def fastcore_setup():
+    def fastcore_setup(churned=False):
         limiter = fastcore.KeyedTokenBucket(HIGH_RATE, HIGH_BURST, max_keys=keys)
+        if churned:
+            # A key in and out first: a table that has lost a key validates each handle
+            # against its slot's generation instead of from the handle alone.
+            limiter.handle("gone")
+            limiter.reset()
         handles = np.array([limiter.handle(i) for i in range(keys)], dtype=np.int64)[picks]
         acquire_many = limiter.acquire_many
         return lambda: acquire_many(handles)
@@ -170,6 +175,8 @@ def _batch_workloads(keys: int, batch: int) -> list:
     return [
         Workload("token", operation, "fastcore.KeyedTokenBucket", fastcore_setup, decisions,
                  keys=keys, batch=decisions),
+        Workload("token", operation, "fastcore.KeyedTokenBucket, table that lost a key",
+                 lambda: fastcore_setup(churned=True), decisions, keys=keys, batch=decisions),
         Workload("token", operation, "floor: nogil loop over a TAT array", floor_setup,
                  decisions, kind="floor", keys=keys, batch=decisions),
     ]
