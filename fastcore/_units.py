@@ -25,10 +25,22 @@ _UNIT_SECONDS = {
     "h": 3600, "hr": 3600, "hour": 3600,
     "d": 86400, "day": 86400,
 }
+# Units that also take a plural "s" ("ms" is itself a unit, never a plural of "m").
+_PLURAL_UNITS = {"millisecond", "sec", "second", "min", "minute", "hr", "hour", "day"}
 _RATE_RE = re.compile(
-    r"^\s*(?P<limit>\d+)\s*(?:/|\bper\b)\s*(?P<count>\d+)?\s*(?P<unit>[a-z]+?)s?\s*$",
+    r"^\s*(?P<limit>\d+)\s*(?:/|\bper\b)\s*(?P<count>\d+)?\s*(?P<unit>[a-z]+)\s*$",
     re.IGNORECASE,
 )
+
+
+def _unit_seconds(word: str):
+    """Seconds in one ``word`` unit ("ms", "minutes", ...), or None when it names none."""
+    word = word.lower()
+    if word in _UNIT_SECONDS:
+        return _UNIT_SECONDS[word]
+    if word.endswith("s") and word[:-1] in _PLURAL_UNITS:
+        return _UNIT_SECONDS[word[:-1]]
+    return None
 
 
 class Rate(NamedTuple):
@@ -56,7 +68,7 @@ def parse_rate(text) -> Rate:
     if not isinstance(text, str):
         raise InvalidRate(f"a rate string must be a str, got {text!r}")
     match = _RATE_RE.match(text)
-    unit = match and _UNIT_SECONDS.get(match["unit"].lower())
+    unit = match and _unit_seconds(match["unit"])
     if not match or unit is None:
         raise InvalidRate(
             f"cannot parse rate {text!r}: expected forms like '100/second', '10 per minute', "

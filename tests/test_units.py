@@ -17,13 +17,20 @@ from fastcore._units import gcra_params
     ("1/day", Rate(1, 86400.0)),
     ("  7 / 2 hours ", Rate(7, 7200.0)),
     ("3/MINUTE", Rate(3, 60.0)),
+    # every unit, singular and plural; "ms" is milliseconds, never a plural of "m"
+    ("100/ms", Rate(100, 0.001)), ("5/30 ms", Rate(5, 0.03)),
+    ("2/millisecond", Rate(2, 0.001)), ("2/250 milliseconds", Rate(2, 0.25)),
+    ("4/sec", Rate(4, 1.0)), ("4/2 secs", Rate(4, 2.0)),
+    ("6/m", Rate(6, 60.0)), ("6/min", Rate(6, 60.0)), ("6/3 mins", Rate(6, 180.0)),
+    ("8/h", Rate(8, 3600.0)), ("8/hr", Rate(8, 3600.0)), ("8/2 hrs", Rate(8, 7200.0)),
+    ("9/d", Rate(9, 86400.0)), ("9/2 days", Rate(9, 172800.0)),
 ])
 def test_parse_rate_accepts_the_limits_forms(text, expected):
     assert parse_rate(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "100", "100/fortnight", "0/second", "5/0 seconds",
-                                  "-1/second", "1.5/second", "ten/second", "100//s"])
+                                  "-1/second", "1.5/second", "ten/second", "100//s", "1/ss", "1/hs", "1/mss", "1/days s"])
 def test_parse_rate_names_the_bad_text(text):
     with pytest.raises(InvalidRate, match="cannot parse|positive") as error:
         parse_rate(text)
