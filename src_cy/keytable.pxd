@@ -139,6 +139,7 @@ cdef class KeyTable:
                               bint with_retry_after)
     cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] costs, int64_t now_ns,
                             uint8_t[::1] allowed, double[::1] retry) except -1
+    cdef int check_handles(self, int64_t[::1] handles) except -1
     cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil
     cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots, int64_t[::1] costs,
                          int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1
@@ -149,8 +150,10 @@ cdef class KeyTable:
     cdef int64_t slot_idle_at_ns(self, Py_ssize_t s) noexcept nogil
     cdef void slot_reset(self, Py_ssize_t s) noexcept nogil
     # Owner hooks for batches: per-decision costs in the owner's integer unit, validated whole
-    # (None: the default cost everywhere); work under the GIL before a batch at now_ns; the
-    # nogil kernel; and a bound on how long from now_ns until every key is idle.
+    # (None: the default cost everywhere); work under the GIL before a batch at now_ns, run
+    # only once the batch is known valid, returning 1 when it may have released the GIL
+    # (other threads may then have removed keys); the nogil kernel; and a bound on how long
+    # from now_ns until every key is idle.
     cdef int64_t[::1] batch_costs(self, object costs, Py_ssize_t n)
     cdef int batch_begin(self, int64_t now_ns) except -1
     cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,

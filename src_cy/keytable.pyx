@@ -368,7 +368,6 @@ cdef class KeyTable:
         cdef double[::1] retry_view = retry if retry is not None else None
         cdef int64_t[::1] handles
         cdef int64_t* slots
-        self.batch_begin(now_ns)
         if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
             handles = np.ascontiguousarray(keys, dtype=np.int64)
             self.decide_handles(handles, unit_costs, now_ns, allowed_view, retry_view)
@@ -384,19 +383,38 @@ cdef class KeyTable:
 
     cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] costs, int64_t now_ns,
                             uint8_t[::1] allowed, double[::1] retry) except -1:
-        cdef Py_ssize_t n = handles.shape[0], bad
+        """Validate every handle, run the owner's batch_begin, then decide in one nogil loop.
+
+        batch_begin may change state (the counter's maintenance pass), so it runs only once
+        the whole batch is known valid; if it released the GIL, keys may have left the table
+        meanwhile and the handles are checked again.
+        """
+        cdef Py_ssize_t n = handles.shape[0]
         if n == 0:
             return 0
-        # No key may leave the table between validating the handles and deciding.
+        self.check_handles(handles)
+        if self.batch_begin(now_ns):
+            self.check_handles(handles)
+        # From here to the end of the kernel no key may leave the table: the GIL is held until
+        # batches_in_flight is raised, and removals wait for it to drop.
         fc_atomic_add_i64(&self.batches_in_flight, 1)
         try:
             with nogil:
+                self.decide_range(&handles[0], KEYTABLE_SLOT_MASK, n,
+                                  &costs[0] if costs is not None else NULL,
+                                  now_ns, &allowed[0],
+                                  &retry[0] if retry is not None else NULL)
+        finally:
+            fc_atomic_add_i64(&self.batches_in_flight, -1)
+        return 0
+
+    cdef int check_handles(self, int64_t[::1] handles) except -1:
+        """Raise IndexError for the first malformed or stale handle (GIL released meanwhile)."""
+        cdef Py_ssize_t bad, n = handles.shape[0]
+        fc_atomic_add_i64(&self.batches_in_flight, 1)    # no key leaves while checking
+        try:
+            with nogil:
                 bad = self.first_bad_handle(&handles[0], n)
-                if bad < 0:
-                    self.decide_range(&handles[0], KEYTABLE_SLOT_MASK, n,
-                                      &costs[0] if costs is not None else NULL,
-                                      now_ns, &allowed[0],
-                                      &retry[0] if retry is not None else NULL)
         finally:
             fc_atomic_add_i64(&self.batches_in_flight, -1)
         if bad >= 0:
@@ -439,6 +457,9 @@ cdef class KeyTable:
         cdef Py_ssize_t s
         for i in range(n):
             hashes[i] = PyObject_Hash(key_list[i])
+        # Every key hashed: the batch is valid, so the owner's pre-batch work may change state.
+        # No slot is resolved yet, so a pass that lets other threads run cannot stale one.
+        self.batch_begin(now_ns)
         for i in range(n):
             key = key_list[i]
             h = hashes[i]

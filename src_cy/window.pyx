@@ -166,8 +166,9 @@ cdef class SlidingWindowCounter(WindowLimiter):
         return 0
 
     cdef int batch_begin(self, int64_t now_ns) except -1:
+        cdef int64_t anchor_w = self.clear_w
         self.window_of(now_ns)
-        return 0
+        return self.clear_w != anchor_w          # a pass ran (and may have waited nogil)
 
     cdef int64_t slot_idle_at_ns(self, Py_ssize_t s) noexcept nogil:
         cdef uint64_t state = <uint64_t>fc_atomic_load_i64(<int64_t*>keytable_state(self, s))

@@ -362,3 +362,18 @@ def test_concurrent_batches_never_admit_more_than_the_limit(kind, by_handle):
     assert (per_key >= limit - 2).all()                  # demand far above: filled up
     for k in range(keys):                                # every admission counted once
         assert limiter.peek(k, 0).remaining == int(limit - per_key[k])
+
+
+@pytest.mark.parametrize("kind", [SlidingWindowCounter, SlidingWindow])
+def test_a_refused_far_future_batch_changes_nothing(kind):
+    # A batch dated 40,000 windows ahead would run the counter's maintenance pass first; a
+    # batch refused for a stale handle or an unhashable key must leave every key as it was.
+    limiter = kind(5, 1.0, clock=ManualClock(100.0))
+    assert [limiter.try_acquire("a") for _ in range(6)] == [True] * 5 + [False]
+    before = limiter.peek("a")
+    with pytest.raises(IndexError):
+        limiter.acquire_many(np.array([12345], dtype=np.int64), now=40_100.0)
+    with pytest.raises(TypeError):
+        limiter.acquire_many(["b", ["unhashable"]], now=40_100.0)
+    assert limiter.peek("a") == before and not before.allowed
+    assert "b" not in limiter
