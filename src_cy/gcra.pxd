@@ -25,7 +25,7 @@
 #   666_666_668, 1_000_000_002 (each new - now <= tau). A fourth: new = 1_333_333_336,
 #   new - now > tau -> denied, retry_after = 1_000_000_002 + 333_333_334 - 1_000_000_002
 #   = 333_333_334 ns, reset_after = 1_000_000_002 ns, remaining = 0.
-# State: 8 bytes (TAT) per bucket; KeyedTokenBucket adds the KeyTable's 40 bytes per key.
+# State: 8 bytes (TAT) per bucket; KeyedTokenBucket adds the KeyTable's 36 bytes per key.
 # Cost: try_acquire = one hash lookup + one clock read + one CAS; acquire adds a Decision.
 from libc.math cimport frexp, ldexp
 from libc.stdint cimport int64_t, uint8_t

@@ -41,8 +41,8 @@
 #   reset_after = until the estimate is 0: start of w+2 if cur > 0, of w+1 if only prev > 0.
 # Layout: 8 bytes per key, one uint64 word updated by CAS:
 #   bits 0..23 cur units | bits 24..47 prev units | bits 48..63 tag = w mod 2**16
-#   + the KeyTable's 40 (24 slot + ~8 index + 8 generation) = 48 bytes per key beyond the key
-#   (48.4 measured by memory_bytes() at 1,000,000 keys: the index rounds up to a power of 2).
+#   + the KeyTable's 36 (24 slot + ~8 index + 4 generation) = 44 bytes per key beyond the key
+#   (44.4 measured by memory_bytes() at 1,000,000 keys: the index rounds up to a power of 2).
 # The 16-bit tag is decoded against clear_w, the window of the latest maintenance pass:
 # A = clear_w + d with d the tag minus clear_w taken mod 2**16 into [-2**15, 2**15). It is
 # exact because (invariants) every key with a nonzero count has A in
@@ -74,7 +74,7 @@
 #   reset_after = (newest nonzero slice + slices) * slice_ns - now, 0 when the ring is empty.
 # Layout: 16-byte head (int64 newest slice index << 1 | lock bit; uint32 total units;
 #   uint32 ring position of the newest slice) + uint32 units per slice, rounded up to 8 bytes:
-#   56 bytes at slices = 10, so 24 + ~8 + 8 + 56 = 96 bytes per key (96.4 measured at
+#   56 bytes at slices = 10, so 24 + ~8 + 4 + 56 = 92 bytes per key (92.4 measured at
 #   1,000,000 keys); 16 + 4*slices in general. The slice index is stored whole: no pass.
 # Invariants: total = sum of the slice counts <= limit_units; the ring holds only slices
 #   newest - slices + 1 .. newest (advancing zeroes what leaves); lock bit clear between calls.

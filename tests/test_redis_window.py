@@ -22,9 +22,6 @@ from redis_fixtures import (  # noqa: E402,F401,F811
 )
 
 redis = pytest.importorskip("redis")
-fastcore = pytest.importorskip("fastcore")
-if not hasattr(fastcore, "SlidingWindow"):
-    pytest.skip("fastcore.SlidingWindow is not built in this tree", allow_module_level=True)
 
 from fastcore import (  # noqa: E402
     CostExceedsLimit, Decision, InvalidCost, InvalidRate, ManualClock, SlidingWindow,
