@@ -40,8 +40,9 @@ from fastcore.errors import InvalidFreshness
 __all__ = ["Freshness", "parse_cache_control", "freshness_from_response",
            "HEURISTICALLY_CACHEABLE"]
 
-# RFC 9110 15.1: statuses cacheable by default (heuristic freshness allowed).
-HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
+# RFC 9110 15.1: statuses cacheable by default (heuristic freshness allowed). RFC 9110 also
+# lists 501, left out: this cache never stores a 5xx (see freshness_from_response).
+HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414})
 NEGATIVE_STATUSES = frozenset({404, 410})
 
 _MAX_NS = 1 << 59                         # FRESHNESS_MAX_NS in semantic.pxd
