@@ -259,7 +259,7 @@ class RedisTokenBucket(TokenBucketBase):
                 if self._failures or self._state:
                     self.succeeded()
                 if lease_max and reply[0]:
-                    return self.lease_grant(name, reply)
+                    return self.grant(name, reply, None)
                 return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
         return self.degraded_decision(key, cost, mode is PEEK)
 
@@ -267,8 +267,7 @@ class RedisTokenBucket(TokenBucketBase):
         decision = self.lease_spend(name, cost)
         if decision is not None:
             return decision
-        return self._decide(key, name, cost, increment, ACQUIRE,
-                            max(self.lease - -(-cost // 1), 0))
+        return self._decide(key, name, cost, increment, ACQUIRE, self.lease_max(cost))
 
     def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch in one pipelined round trip; a numpy bool array, one per key.
@@ -283,14 +282,7 @@ class RedisTokenBucket(TokenBucketBase):
         n = len(keys)
         allowed = np.zeros(n, dtype=np.bool_)
         retry = np.zeros(n, dtype=np.float64)
-        pending = list(range(n))
-        if self.lease:
-            pending = []
-            for i in range(n):
-                if self.lease_spend(names[i], cost_list[i]) is not None:
-                    allowed[i] = True
-                else:
-                    pending.append(i)
+        pending = self.lease_pending(names, cost_list, allowed)
         if pending:
             self._decide_many(keys, names, increments, cost_list, pending, allowed, retry, costs)
         return (allowed, retry) if with_retry_after else allowed
@@ -298,8 +290,7 @@ class RedisTokenBucket(TokenBucketBase):
     def _decide_many(self, keys, names, increments, cost_list, pending, allowed, retry, costs):
         failed = pending
         if self._state == CLOSED or self.may_call():
-            lease_maxes = [max(self.lease - -(-cost_list[i] // 1), 0) if self.lease else 0
-                           for i in pending]
+            lease_maxes = [self.lease_max(cost_list[i]) if self.lease else 0 for i in pending]
             try:
                 replies = self._io.call_many([names[i] for i in pending],
                                              [increments[i] for i in pending], ACQUIRE,
@@ -307,20 +298,7 @@ class RedisTokenBucket(TokenBucketBase):
             except ERRORS as error:
                 self.failed(error)
             else:
-                failed = []
-                for i, reply in zip(pending, replies):
-                    if isinstance(reply, Exception):
-                        failed.append(i)
-                    elif reply[0]:
-                        allowed[i] = True
-                        if reply[4]:
-                            self.lease_grant(names[i], reply)
-                    else:
-                        retry[i] = reply[2] / 1e9
-                if failed:
-                    self.failed(replies[pending.index(failed[0])])
-                elif self._failures or self._state:
-                    self.succeeded()
+                failed = self.settle(pending, replies, names, allowed, retry, None)
         self.degraded_many(keys, None if costs is None else cost_list, allowed, retry, failed)
 
     def reset(self, key=None):
@@ -352,13 +330,16 @@ class RedisTokenBucket(TokenBucketBase):
         leases = self.take_leases()
         try:
             if leases and self.may_call():
-                self._io.call_many([name for name, _ in leases],
-                                   [tokens * self.emission_ns for _, tokens in leases],
-                                   GIVE_BACK, [0] * len(leases))
+                self._give_back(leases)
         except ERRORS as error:
             self.failed(error)
         finally:
             self._io.close()
+
+    def _give_back(self, leases):
+        self._io.call_many([name for name, _, _ in leases],
+                           [tokens * self.emission_ns for _, tokens, _ in leases],
+                           GIVE_BACK, [0] * len(leases))
 
     def __enter__(self):
         return self

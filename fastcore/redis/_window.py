@@ -154,7 +154,7 @@ class WindowBase(LimiterBase):
             raise InvalidRate(f"a slice of {slice_ns} ns is not a whole number of microseconds "
                               f"and too long to split exactly; pick a window divisible by "
                               f"{slices} us")
-        super().__init__(client, b"sw:", **options)
+        super().__init__(client, b"sw:", 1 << fraction_bits, **options)
         self.limit = limit_value
         self.window = window_ns / 1e9
         self.slices = slices
