@@ -457,6 +457,14 @@ class LimiterBase:
         return [(name, int(held[0]), held[4]) for name, held in leases.items()
                 if now < held[1] and int(held[0]) >= 1]
 
+    def lease_first(self, name, amount, cost):
+        """``(Decision, 0)`` when this process's lease on ``name`` pays for ``amount``, else
+        ``(None, lease_max)``: how much the acquire sent to Redis may lease."""
+        if not self.lease:
+            return None, 0
+        decision = self.lease_spend(name, amount)
+        return (decision, 0) if decision is not None else (None, self.lease_max(cost))
+
     def lease_pending(self, names, amounts, allowed):
         """Pay what the leases can of a batch (marking it in ``allowed``); the indices left
         for Redis."""
@@ -554,6 +562,17 @@ class LimiterBase:
             "leased_keys": len(self._leases),
         }
 
+    def batch(self, keys, costs, amount):
+        """Names, ``amount(cost)`` (the script's measure) and costs of a batch, all validated
+        before anything is sent."""
+        names = [self.name(key) for key in keys]
+        if costs is None:
+            return names, [amount(1)] * len(names), [1] * len(names)
+        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
+        if len(costs) != len(names):
+            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
+        return names, [amount(cost) for cost in costs], costs
+
     # -- degraded answers (Redis failed or the breaker is open) ----------------------------
 
     def degraded_try(self, key, cost):
@@ -636,16 +655,6 @@ class TokenBucketBase(LimiterBase):
             now_s, now_sub = (b"%d" % part for part in divmod(self.clock.now_ns, 1_000_000_000))
         return (b"%d" % self.emission_ns, b"%d" % self.tau_ns, self._grace, now_s, now_sub,
                 b"%d" % increment, mode, b"%d" % lease_max)
-
-    def increments(self, keys, costs):
-        """Names and increments of a batch, all validated before anything is sent."""
-        names = [self.name(key) for key in keys]
-        if costs is None:
-            return names, [self.increment_ns(1)] * len(names), [1] * len(names)
-        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
-        if len(costs) != len(names):
-            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
-        return names, [self.increment_ns(cost) for cost in costs], costs
 
     def grant(self, name, reply, sent_ns):
         """The Decision of an admitted acquire that leased ``reply[4]`` tokens (GCRA_LUA's
