@@ -259,7 +259,7 @@ class RedisTokenBucket(TokenBucketBase):
                 if self._failures or self._state:
                     self.succeeded()
                 if lease_max and reply[0]:
-                    return self.lease_grant(name, reply)
+                    return self.grant(name, reply, None)
                 return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
         return self.degraded_decision(key, cost, mode is PEEK)
 
@@ -267,8 +267,7 @@ class RedisTokenBucket(TokenBucketBase):
         decision = self.lease_spend(name, cost)
         if decision is not None:
             return decision
-        return self._decide(key, name, cost, increment, ACQUIRE,
-                            max(self.lease - -(-cost // 1), 0))
+        return self._decide(key, name, cost, increment, ACQUIRE, self.lease_max(cost))
 
     def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch in one pipelined round trip; a numpy bool array, one per key.
@@ -279,18 +278,11 @@ class RedisTokenBucket(TokenBucketBase):
         anything is sent; Redis failures give the ``on_error`` answers.
         """
         keys = list(keys)
-        names, increments, cost_list = self.increments(keys, costs)
+        names, increments, cost_list = self.batch(keys, costs, self.increment_ns)
         n = len(keys)
         allowed = np.zeros(n, dtype=np.bool_)
         retry = np.zeros(n, dtype=np.float64)
-        pending = list(range(n))
-        if self.lease:
-            pending = []
-            for i in range(n):
-                if self.lease_spend(names[i], cost_list[i]) is not None:
-                    allowed[i] = True
-                else:
-                    pending.append(i)
+        pending = self.lease_pending(names, cost_list, allowed)
         if pending:
             self._decide_many(keys, names, increments, cost_list, pending, allowed, retry, costs)
         return (allowed, retry) if with_retry_after else allowed
@@ -298,8 +290,7 @@ class RedisTokenBucket(TokenBucketBase):
     def _decide_many(self, keys, names, increments, cost_list, pending, allowed, retry, costs):
         failed = pending
         if self._state == CLOSED or self.may_call():
-            lease_maxes = [max(self.lease - -(-cost_list[i] // 1), 0) if self.lease else 0
-                           for i in pending]
+            lease_maxes = [self.lease_max(cost_list[i]) if self.lease else 0 for i in pending]
             try:
                 replies = self._io.call_many([names[i] for i in pending],
                                              [increments[i] for i in pending], ACQUIRE,
@@ -307,20 +298,7 @@ class RedisTokenBucket(TokenBucketBase):
             except ERRORS as error:
                 self.failed(error)
             else:
-                failed = []
-                for i, reply in zip(pending, replies):
-                    if isinstance(reply, Exception):
-                        failed.append(i)
-                    elif reply[0]:
-                        allowed[i] = True
-                        if reply[4]:
-                            self.lease_grant(names[i], reply)
-                    else:
-                        retry[i] = reply[2] / 1e9
-                if failed:
-                    self.failed(replies[pending.index(failed[0])])
-                elif self._failures or self._state:
-                    self.succeeded()
+                failed = self.settle(pending, replies, names, allowed, retry, None)
         self.degraded_many(keys, None if costs is None else cost_list, allowed, retry, failed)
 
     def reset(self, key=None):
@@ -352,13 +330,16 @@ class RedisTokenBucket(TokenBucketBase):
         leases = self.take_leases()
         try:
             if leases and self.may_call():
-                self._io.call_many([name for name, _ in leases],
-                                   [tokens * self.emission_ns for _, tokens in leases],
-                                   GIVE_BACK, [0] * len(leases))
+                self._give_back(leases)
         except ERRORS as error:
             self.failed(error)
         finally:
             self._io.close()
+
+    def _give_back(self, leases):
+        self._io.call_many([name for name, _, _ in leases],
+                           [tokens * self.emission_ns for _, tokens, _ in leases],
+                           GIVE_BACK, [0] * len(leases))
 
     def __enter__(self):
         return self
@@ -374,9 +355,13 @@ class RedisSlidingWindow(WindowBase):
     ``limit`` in cost units per ``window`` seconds (or a rate string such as "100/minute"
     with ``window=None``); ``slices`` 1..1024. The ring is aligned on the server's clock
     (``TIME``) unless ``clock=`` is given (tests). Options, failure modes and deadlines are
-    those of ``RedisTokenBucket`` (no leases). Raises ``InvalidRate``, ``InvalidCost``,
-    ``CostExceedsLimit``, ``InvalidKey``, ``TypeError`` and ``ValueError`` for bad arguments,
-    before anything is sent.
+    those of ``RedisTokenBucket``. ``lease=N``: an admitted round trip also counts up to
+    N - cost extra whole costs that this process spends locally until the earlier of
+    ``lease_ttl`` seconds and the end of the slice they were counted in (see the module
+    ``fastcore.redis._window`` for why); ``close()`` gives back what is left while that slice
+    is in the ring. Raises ``InvalidRate``, ``InvalidCost``, ``CostExceedsLimit``,
+    ``InvalidKey``, ``TypeError`` and ``ValueError`` for bad arguments, before anything is
+    sent.
 
     Example::
 
@@ -391,13 +376,12 @@ class RedisSlidingWindow(WindowBase):
         super().__init__(client, limit, window, **options)
         self._io = transport(client, self)
 
-    def _call(self, key, cost, write):
-        units = self.units(cost)
-        name = self.name(key)
+    def _call(self, name, units, mode, lease_max=0):
+        """The script's reply, or None when Redis failed or the breaker is open."""
         if self._state == CLOSED or self.may_call():
             try:
                 reply = self._io.scripts(WINDOW_SHA, WINDOW_LUA, [name],
-                                         [self.argv(units, write)])[0]
+                                         [self.argv(units, mode, lease_max)])[0]
                 if isinstance(reply, Exception):
                     raise reply
             except ERRORS as error:
@@ -410,63 +394,64 @@ class RedisSlidingWindow(WindowBase):
 
     def try_acquire(self, key, cost=1):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
-        reply = self._call(key, cost, True)
+        if self.lease:
+            return self.acquire(key, cost).allowed
+        reply = self._call(self.name(key), self.units(cost), ACQUIRE)
         if reply is None:
             return self.degraded_try(key, cost)
         return reply[0] == 1
 
     def acquire(self, key, cost=1):
-        """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
-        reply = self._call(key, cost, True)
+        """Count ``cost`` against ``key`` if the window has room; the full ``Decision``
+        (paid from this process's lease on ``key`` when it holds enough)."""
+        units = self.units(cost)
+        name = self.name(key)
+        paid, lease_max = self.lease_first(name, units, cost)
+        if paid is not None:
+            return paid
+        sent_ns = self._now_ns()
+        reply = self._call(name, units, ACQUIRE, lease_max)
         if reply is None:
             return self.degraded_decision(key, cost)
-        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+        return self.answer(name, reply, sent_ns)
 
     def peek(self, key, cost=1):
-        """The ``Decision`` that ``acquire(key, cost)`` would return now, counting nothing."""
-        reply = self._call(key, cost, False)
+        """The ``Decision`` that ``acquire(key, cost)`` would return now (units this process
+        holds in a lease are not counted), counting nothing."""
+        reply = self._call(self.name(key), self.units(cost), PEEK)
         if reply is None:
             return self.degraded_decision(key, cost, True)
-        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+        return self.answer(None, reply, None)
 
     def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch, pipelined in one round trip; a numpy bool array, one per key
-        (``(allowed, retry_after)`` with ``with_retry_after=True``)."""
+        (``(allowed, retry_after)`` with ``with_retry_after=True``). Entries paid from a
+        lease need no round trip."""
         keys = list(keys)
-        names, argvs = self.batch(keys, costs)
-        n = len(keys)
-        allowed = np.zeros(n, dtype=np.bool_)
-        retry = np.zeros(n, dtype=np.float64)
-        failed = list(range(n))
-        if n and (self._state == CLOSED or self.may_call()):
+        names, units, cost_list = self.batch(keys, costs, self.units)
+        allowed = np.zeros(len(keys), dtype=np.bool_)
+        retry = np.zeros(len(keys), dtype=np.float64)
+        failed = pending = self.lease_pending(names, units, allowed)
+        if pending and (self._state == CLOSED or self.may_call()):
+            sent_ns = self._now_ns()
             try:
-                replies = self._io.scripts(WINDOW_SHA, WINDOW_LUA, names, argvs)
+                replies = self._io.scripts(WINDOW_SHA, WINDOW_LUA, [names[i] for i in pending],
+                                           self.batch_argvs(pending, units, cost_list))
             except ERRORS as error:
                 self.failed(error)
             else:
-                failed = []
-                for i, reply in enumerate(replies):
-                    if isinstance(reply, Exception):
-                        failed.append(i)
-                    elif reply[0]:
-                        allowed[i] = True
-                    else:
-                        retry[i] = reply[2] / 1e9
-                if failed:
-                    self.failed(replies[failed[0]])
-                elif self._failures or self._state:
-                    self.succeeded()
-        if failed:
-            self.degraded_many(keys, None if costs is None else list(costs), allowed, retry,
-                               failed)
+                failed = self.settle(pending, replies, names, allowed, retry, sent_ns)
+        self.degraded_many(keys, None if costs is None else cost_list, allowed, retry, failed)
         return (allowed, retry) if with_retry_after else allowed
 
     reset = RedisTokenBucket.reset
+    # close() gives back the units still leased to the slices they were counted in (one
+    # pipelined round trip; on failure they stay counted until their slices leave).
+    close = RedisTokenBucket.close
 
-    def close(self):
-        """Close the limiter's connections."""
-        self._closed = True
-        self._io.close()
+    def _give_back(self, leases):
+        self._io.scripts(WINDOW_SHA, WINDOW_LUA, [name for name, _, _ in leases],
+                         self.give_back_argvs(leases))
 
     __enter__ = RedisTokenBucket.__enter__
     __exit__ = RedisTokenBucket.__exit__

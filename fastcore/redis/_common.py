@@ -320,19 +320,27 @@ def _positive_seconds(value, name, *, allow_zero=False):
 
 
 class LimiterBase:
-    """What every Redis limiter shares: options, key names, the circuit breaker, status()
-    and the on_error answers. Subclasses add their algorithm's arguments and the I/O."""
+    """What every Redis limiter shares: options, key names, the circuit breaker, status(),
+    the on_error answers and leases. Subclasses add their algorithm's arguments and the I/O.
+
+    A lease is held per Redis key as ``[amount, expires_ns, reset_ns, granted_ns, slice]``:
+    ``amount`` in the subclass's own measure (``lease_unit`` of it make one cost unit:
+    tokens for the bucket, fixed-point units for the window), when this process stops
+    spending it (its clock), the ``reset_after`` of the grant and when it was granted, and
+    the ring slice the window counted it in (None for the bucket).
+    """
 
     __slots__ = (
-        "_client", "prefix", "on_error", "fallback", "lease", "timeout", "error_retry_after_ns",
+        "_client", "prefix", "on_error", "fallback", "lease", "lease_ttl_ns", "lease_unit",
+        "timeout", "error_retry_after_ns",
         "breaker_threshold", "breaker_cooldown_ns", "clock", "_grace", "_names", "_leases",
         "_lock", "_state", "_failures", "_errors", "_opened_ns", "_opens", "_switches",
         "_last_error", "_degraded", "_reloads", "_fail_closed", "_denied", "_admitted", "_closed",
     )
 
-    def __init__(self, client, kind, *, prefix="fastcore:", on_error="fail_closed", fallback=None,
-                 timeout=0.05, error_retry_after=1.0, breaker_threshold=3, breaker_cooldown=5.0,
-                 clock=None):
+    def __init__(self, client, kind, lease_unit, *, prefix="fastcore:", on_error="fail_closed",
+                 fallback=None, lease=0, lease_ttl=1.0, timeout=0.05, error_retry_after=1.0,
+                 breaker_threshold=3, breaker_cooldown=5.0, clock=None):
         if isinstance(prefix, str):
             prefix = prefix.encode("utf-8")
         if not isinstance(prefix, bytes):
@@ -354,6 +362,9 @@ class LimiterBase:
             raise ValueError(f"breaker_threshold must be an int >= 1, got {breaker_threshold!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be None or a fastcore clock, got {clock!r}")
+        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 0:
+            raise ValueError(f"lease must be a whole number of cost units >= 0, got {lease!r}")
+        self.lease_ttl_ns = _positive_seconds(lease_ttl, "lease_ttl")
         _positive_seconds(timeout, "timeout")
         self.error_retry_after_ns = _positive_seconds(error_retry_after, "error_retry_after",
                                                       allow_zero=True)
@@ -363,7 +374,8 @@ class LimiterBase:
         self.prefix = prefix + kind
         self.on_error = on_error
         self.fallback = fallback
-        self.lease = 0
+        self.lease = lease
+        self.lease_unit = lease_unit
         self.timeout = float(timeout)
         self.breaker_threshold = breaker_threshold
         self.clock = clock
@@ -385,9 +397,106 @@ class LimiterBase:
         self._denied = Decision(False, 0, self.error_retry_after_ns, 0)
         self._admitted = Decision(True, 0, 0, 0)
 
+    # -- leases ----------------------------------------------------------------------------
+
     def drop_lease(self, name):
         with self._lock:
             self._leases.pop(name, None)
+
+    def lease_max(self, cost):
+        """Whole cost units an admitted acquire of ``cost`` may lease: ``lease - ceil(cost)``."""
+        return max(self.lease - -(-cost // 1), 0)
+
+    def lease_spend(self, name, amount):
+        """A Decision paid from this process's lease on ``name``, or None (ask Redis)."""
+        with self._lock:
+            held = self._leases.get(name)
+            if held is None:
+                return None
+            now = self._now_ns()
+            if now >= held[1]:
+                # Expired: what is left stays taken in Redis and leaves with its slice or
+                # refills with its bucket, on the server's own time.
+                del self._leases[name]
+                return None
+            if held[0] < amount:
+                return None
+            held[0] -= amount
+            return Decision(True, int(held[0] // self.lease_unit), 0,
+                            max(held[2] - (now - held[3]), 0))
+
+    def lease_grant(self, name, reply, until_ns=None, slice_index=None):
+        """Record the ``reply[4]`` whole cost units an admitted acquire leased, spendable
+        until lease_ttl from now or ``until_ns`` (this clock) if sooner; the Decision counts
+        them. A lease counted in another ring slice than the one held replaces it: what is
+        left of the old one may only be spent while its own slice lasts, so it is forgotten
+        (it stays counted in Redis until that slice leaves)."""
+        leased = reply[4]
+        if not leased:
+            return Decision(True, reply[1], 0, reply[3])
+        now = self._now_ns()
+        expires = now + self.lease_ttl_ns
+        if until_ns is not None and until_ns < expires:
+            expires = until_ns
+        with self._lock:
+            held = self._leases.get(name)
+            if held is None or now >= held[1] or held[4] != slice_index:
+                held = self._leases[name] = [0, 0, 0, 0, slice_index]
+            held[0] += leased * self.lease_unit
+            held[1] = expires
+            held[2] = reply[3]
+            held[3] = now
+            return Decision(True, reply[1] + int(held[0] // self.lease_unit), 0, reply[3])
+
+    def take_leases(self):
+        """Remove every lease; return ``(name, whole amount, slice)`` of the unexpired ones
+        (for close(): the bucket gives back whole tokens, the window exact units)."""
+        now = self._now_ns()
+        with self._lock:
+            leases, self._leases = self._leases, {}
+        return [(name, int(held[0]), held[4]) for name, held in leases.items()
+                if now < held[1] and int(held[0]) >= 1]
+
+    def lease_first(self, name, amount, cost):
+        """``(Decision, 0)`` when this process's lease on ``name`` pays for ``amount``, else
+        ``(None, lease_max)``: how much the acquire sent to Redis may lease."""
+        if not self.lease:
+            return None, 0
+        decision = self.lease_spend(name, amount)
+        return (decision, 0) if decision is not None else (None, self.lease_max(cost))
+
+    def lease_pending(self, names, amounts, allowed):
+        """Pay what the leases can of a batch (marking it in ``allowed``); the indices left
+        for Redis."""
+        if not self.lease:
+            return list(range(len(names)))
+        pending = []
+        for i, name in enumerate(names):
+            if self.lease_spend(name, amounts[i]) is not None:
+                allowed[i] = True
+            else:
+                pending.append(i)
+        return pending
+
+    def settle(self, pending, replies, names, allowed, retry, sent_ns):
+        """Fill a batch's answers from the script replies of its ``pending`` entries (an
+        admitted one that leased records its lease); note success or failure for the
+        breaker. Returns the indices whose call failed (for the on_error answers)."""
+        failed = []
+        for i, reply in zip(pending, replies):
+            if isinstance(reply, Exception):
+                failed.append(i)
+            elif reply[0]:
+                allowed[i] = True
+                if reply[4]:
+                    self.grant(names[i], reply, sent_ns)
+            else:
+                retry[i] = reply[2] / 1e9
+        if failed:
+            self.failed(replies[pending.index(failed[0])])
+        elif self._failures or self._state:
+            self.succeeded()
+        return failed
 
     def name(self, key) -> bytes:
         """The Redis key holding ``key``'s state (``<prefix><kind>:{<escaped key>}``)."""
@@ -453,6 +562,17 @@ class LimiterBase:
             "leased_keys": len(self._leases),
         }
 
+    def batch(self, keys, costs, amount):
+        """Names, ``amount(cost)`` (the script's measure) and costs of a batch, all validated
+        before anything is sent."""
+        names = [self.name(key) for key in keys]
+        if costs is None:
+            return names, [amount(1)] * len(names), [1] * len(names)
+        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
+        if len(costs) != len(names):
+            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
+        return names, [amount(cost) for cost in costs], costs
+
     # -- degraded answers (Redis failed or the breaker is open) ----------------------------
 
     def degraded_try(self, key, cost):
@@ -489,23 +609,19 @@ class LimiterBase:
 class TokenBucketBase(LimiterBase):
     """GCRA arguments and leases on top of LimiterBase; subclasses do the I/O."""
 
-    __slots__ = ("rate", "burst", "emission_ns", "tau_ns", "lease_ttl_ns", "_incs")
+    __slots__ = ("rate", "burst", "emission_ns", "tau_ns", "_incs")
 
-    def __init__(self, client, rate, burst=None, *, lease=0, lease_ttl=1.0, **options):
+    def __init__(self, client, rate, burst=None, **options):
         emission_ns, tau_ns, burst = gcra_params(rate, burst)
         if tau_ns > MAX_TAU_NS:
             raise InvalidRate(
                 f"burst {burst!r} at rate {rate!r} spans {tau_ns} ns; the Redis engine keeps "
                 f"its arithmetic exact up to 2**50 ns (about 13 days)")
-        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 0:
-            raise ValueError(f"lease must be a whole number of tokens >= 0, got {lease!r}")
-        self.lease_ttl_ns = _positive_seconds(lease_ttl, "lease_ttl")
-        super().__init__(client, b"tb:", **options)
+        super().__init__(client, b"tb:", 1, **options)   # leases counted in tokens
         self.rate = rate
         self.burst = burst
         self.emission_ns = emission_ns
         self.tau_ns = tau_ns
-        self.lease = lease
         self._incs = {}
 
     # -- arguments -------------------------------------------------------------------------
@@ -540,57 +656,10 @@ class TokenBucketBase(LimiterBase):
         return (b"%d" % self.emission_ns, b"%d" % self.tau_ns, self._grace, now_s, now_sub,
                 b"%d" % increment, mode, b"%d" % lease_max)
 
-    def increments(self, keys, costs):
-        """Names and increments of a batch, all validated before anything is sent."""
-        names = [self.name(key) for key in keys]
-        if costs is None:
-            return names, [self.increment_ns(1)] * len(names), [1] * len(names)
-        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
-        if len(costs) != len(names):
-            raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
-        return names, [self.increment_ns(cost) for cost in costs], costs
-
-    # -- replies and leases ----------------------------------------------------------------
-
-    def lease_spend(self, name, cost):
-        """A Decision paid from this process's lease on ``name``, or None (ask Redis)."""
-        with self._lock:
-            held = self._leases.get(name)
-            if held is None:
-                return None
-            now = self._now_ns()
-            if now >= held[1]:
-                # Expired: the tokens stay taken and the bucket refills them on its own time.
-                del self._leases[name]
-                return None
-            if held[0] < cost:
-                return None
-            held[0] -= cost
-            return Decision(True, int(held[0]), 0, max(held[2] - (now - held[3]), 0))
-
-    def lease_grant(self, name, reply):
-        """Record the extra tokens an admitted acquire took; the Decision counts them."""
-        leased = reply[4]
-        if not leased:
-            return Decision(True, reply[1], 0, reply[3])
-        now = self._now_ns()
-        with self._lock:
-            held = self._leases.get(name)
-            if held is None or now >= held[1]:
-                held = self._leases[name] = [0, 0, 0, 0]
-            held[0] += leased
-            held[1] = now + self.lease_ttl_ns
-            held[2] = reply[3]
-            held[3] = now
-            return Decision(True, reply[1] + int(held[0]), 0, reply[3])
-
-    def take_leases(self):
-        """Remove and return ``(name, whole tokens)`` of every unexpired lease (for close())."""
-        now = self._now_ns()
-        with self._lock:
-            leases, self._leases = self._leases, {}
-        return [(name, int(held[0])) for name, held in leases.items()
-                if now < held[1] and int(held[0]) >= 1]
+    def grant(self, name, reply, sent_ns):
+        """The Decision of an admitted acquire that leased ``reply[4]`` tokens (GCRA_LUA's
+        reply): they stay good for lease_ttl, since a bucket's tokens never go stale."""
+        return self.lease_grant(name, reply)
 
     def __repr__(self):
         return (f"{type(self).__name__}(rate={self.rate!r}, burst={self.burst!r}, "

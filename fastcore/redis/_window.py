@@ -13,6 +13,41 @@ terms (``g = gcd(1000, slice_ns)``), ``S = floor(M * a / b) = q * a + floor(r * 
 ``M = q * b + r``, and ``off = (r * a mod b) * g``: every product stays below ``a * b``,
 which the limiter checks is below 2**53. A client clock's ns are split in Python.
 Costs are the local limiter's fixed-point units: ``ceil(cost * 2**F)``.
+
+Leases (``lease=N``). An admitted acquire may also count up to ``N - ceil(cost)`` whole
+costs more in the same slice, in the same script run as the decision (so they pass the same
+``count + units <= limit`` test), and the process spends them locally. The script answers
+with the slice G they were counted in and the ns until G *ends*; the process stops spending
+at the earlier of ``lease_ttl`` and that many ns after it sent the request (the script read
+the time after the send, so on the server's clock this is still inside G whatever the
+offset between the clocks). ``close()`` gives the unspent units back to G only while G is
+still in the ring (else its count has left already and its position holds a newer slice),
+never below zero.
+
+Why a lease must end with its slice, not when the slice leaves the ring: a unit counted in
+G but spent k slices later is invisible to the ring of the slice it is spent in once G has
+left, so with leases spent up to ``slices - 1`` slices late (limit 10, 10 slices: 10
+counted in slice 0, 9 of them spent in slice 9, then 10 more admitted in slice 10, when
+slice 0 has left) an interval of two slices would admit 19.
+
+Bound (proof), the local ring's unchanged: within any interval (t - (window - slice), t]
+a key is spent at most ``limit`` (admitted directly or from leases, by every process).
+Let spent(X) be the units spent at server times in slice X and final(X) the count slice X
+holds when it leaves the ring. (1) spent(X) <= final(X): a unit admitted directly is counted
+in the slice of its decision (a decision dated before the newest slice counts in, and is
+dated at the start of, the newest: the local ring's rule); a leased unit is spent inside the
+slice it was counted in, by the expiry rule; a give-back subtracts only units never to be
+spent (the lease is dropped before it is sent), and only from their own slice. (2) Any
+``slices`` consecutive slices X0..X0+slices-1 have final counts summing to at most
+``limit``: counts grow only in the newest slice, by an admitting script; take the last such
+growth in the range, in slice Xk; the ring then covered Xk - slices + 1..Xk, which holds
+every slice of the range with a nonzero count, and its total after the growth was <= limit;
+later the range's counts only fall (give-backs, or leaving). (3) The interval's spends lie
+in the slices of times in (t - (window - slice), t], at most ``slices`` consecutive ones
+(Xt - slices + 1..Xt), so by (1) and (2) they sum to at most ``limit``. As for the local
+ring, any interval of one window then spends at most ``limit`` plus one slice's spending.
+The fairness cost (README, Leases): units in a lease are spent only by their process, and
+units unspent when a lease expires stay counted until their slice leaves.
 """
 
 import hashlib
@@ -20,24 +55,27 @@ import math
 import numbers
 from fractions import Fraction
 
-import numpy as np
 
+from fastcore._core.decision import Decision
 from fastcore.errors import CostExceedsLimit, InvalidCost, InvalidRate
-from fastcore.redis._common import LUA_DIV, LimiterBase
+from fastcore.redis._common import ACQUIRE, GIVE_BACK, LUA_DIV, LimiterBase
 
 __all__ = ["WINDOW_LUA", "WINDOW_SHA", "WindowBase"]
 
 WINDOW_LUA = LUA_DIV + """\
 -- One sliding-window decision on KEYS[1]. ARGV: slice_ns, slices, limit_units, 2**F,
--- grace_ms, a, b, g, units, write (1 acquire, 0 peek), S, off (both empty: the server's TIME).
--- Returns {allowed, remaining, retry_after_ns, reset_after_ns}.
+-- grace_ms, a, b, g, units, mode (0 peek, 1 acquire, 2 give `units` back to slice ARGV[14]),
+-- S, off (both empty: the server's TIME), lease_max (whole costs an admitted acquire may
+-- also take), the give-back's slice. Returns {allowed, remaining, retry_after_ns,
+-- reset_after_ns, leased (whole costs), the slice counted in, ns until that slice ends}.
 local slice_ns = tonumber(ARGV[1])
 local slices = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local scale = tonumber(ARGV[4])
 local grace_ms = tonumber(ARGV[5])
 local units = tonumber(ARGV[9])
-local write = ARGV[10] == '1'
+local mode = ARGV[10]
+local write = mode == '1'
 local S, off
 if ARGV[11] ~= '' then
   S = tonumber(ARGV[11])
@@ -83,11 +121,28 @@ if S > newest then
   newest = S
 end
 local rel = (S - newest) * slice_ns + off          -- now - newest * slice_ns
-local allowed = total + units <= limit
-if allowed and write then
+local allowed, counted, leased = total + units <= limit, 0, 0
+if mode == '2' then
+  -- Give back units leased in slice G, only while G is still in the ring (else its count
+  -- has left already and the position holds a newer slice), and never below zero.
+  local G = tonumber(ARGV[14])
+  if G <= newest and G > newest - slices then
+    local p = mod(G)
+    local back = math.min(units, counts[p])
+    counts[p] = counts[p] - back
+    total = total - back
+  end
+  allowed, units = true, 0
+elseif allowed and write then
+  counted = units
+  local lease_max = tonumber(ARGV[13])
+  if lease_max > 0 then
+    leased = math.min(lease_max, div(limit - total - units, scale))
+    counted = units + leased * scale
+  end
   local p = mod(newest)
-  counts[p] = counts[p] + units
-  total = total + units
+  counts[p] = counts[p] + counted
+  total = total + counted
 end
 local held = total
 if allowed and not write then held = total + units end
@@ -116,13 +171,18 @@ elseif total > 0 then
   end
 end
 if reset < 0 then reset = 0 end
-if allowed and write and units > 0 then
-  local parts = {}
-  for i = 0, slices - 1 do parts[i + 1] = string.format('%d', counts[i]) end
-  redis.call('SET', KEYS[1], string.format('%d', newest) .. ':' .. table.concat(parts, ','),
-             'PX', div(reset + 999999, 1000000) + grace_ms)
+if counted > 0 or (mode == '2' and stored) then
+  if total > 0 then
+    local parts = {}
+    for i = 0, slices - 1 do parts[i + 1] = string.format('%d', counts[i]) end
+    redis.call('SET', KEYS[1], string.format('%d', newest) .. ':' .. table.concat(parts, ','),
+               'PX', div(reset + 999999, 1000000) + grace_ms)
+  else
+    redis.call('DEL', KEYS[1])
+  end
 end
-return {allowed and 1 or 0, div(limit - held, scale), retry, reset}
+return {allowed and 1 or 0, div(limit - held, scale), retry, reset, leased, newest,
+        slice_ns - rel}
 """
 WINDOW_SHA = hashlib.sha1(WINDOW_LUA.encode()).hexdigest()
 
@@ -154,7 +214,8 @@ class WindowBase(LimiterBase):
             raise InvalidRate(f"a slice of {slice_ns} ns is not a whole number of microseconds "
                               f"and too long to split exactly; pick a window divisible by "
                               f"{slices} us")
-        super().__init__(client, b"sw:", **options)
+        # Leases are held in the script's units: exact, so a give-back is exact too.
+        super().__init__(client, b"sw:", 1 << fraction_bits, **options)
         self.limit = limit_value
         self.window = window_ns / 1e9
         self.slices = slices
@@ -188,27 +249,43 @@ class WindowBase(LimiterBase):
             self._units[cost] = units
         return units
 
-    def argv(self, units, write):
+    def argv(self, units, mode, lease_max=0, slice_index=b""):
         """WINDOW_LUA's ARGV for one call (S and off empty: the server's TIME)."""
         now = (b"", b"")
         if self.clock is not None:
             now_ns = self.clock.now_ns
             index = now_ns // self.slice_ns
             now = (b"%d" % index, b"%d" % (now_ns - index * self.slice_ns))
-        return self._fixed + (b"%d" % units, b"1" if write else b"0") + now
+        return self._fixed + (b"%d" % units, mode) + now + (b"%d" % lease_max, slice_index)
 
-    def batch(self, keys, costs):
-        """Names and ARGVs of a batch, validated whole before anything is sent."""
-        names = [self.name(key) for key in keys]
-        if costs is None:
-            units = [self.units(1)] * len(names)
-        else:
-            values = list(np.asarray(costs, dtype=np.float64).reshape(-1))
-            if len(values) != len(names):
-                raise ValueError(f"keys and costs differ in length: {len(names)} != {len(values)}")
-            units = [self.units(value) for value in values]
-        return names, [self.argv(u, True) for u in units]
+    def batch_argvs(self, pending, units, costs):
+        """ARGVs of a batch's entries at ``pending`` (acquires, leasing when enabled)."""
+        return [self.argv(units[i], ACQUIRE, self.lease_max(costs[i]) if self.lease else 0)
+                for i in pending]
+
+    def give_back_argvs(self, leases):
+        """ARGVs returning ``take_leases()``'s units, each to the slice it was counted in."""
+        return [self.argv(units, GIVE_BACK, 0, b"%d" % slice_index)
+                for _, units, slice_index in leases]
+
+    def answer(self, name, reply, sent_ns):
+        """The Decision of a WINDOW_LUA reply, recording the lease it carries."""
+        if reply[4]:
+            return self.grant(name, reply, sent_ns)
+        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+
+    def grant(self, name, reply, sent_ns):
+        """The Decision of an admitted acquire that leased ``reply[4]`` whole costs, counted
+        in slice ``reply[5]``, which ends ``reply[6]`` ns after the script read the time.
+
+        The lease lasts until that slice ends, measured from when the request was *sent*
+        (``sent_ns``, this limiter's clock): the script ran after the send, so on the server's
+        clock the slice ends at least ``reply[6]`` ns after the send, whatever the offset
+        between the two clocks (only their rates must agree). See the module docstring for
+        why a lease must not outlive its slice."""
+        return self.lease_grant(name, reply, sent_ns + reply[6], reply[5])
 
     def __repr__(self):
         return (f"{type(self).__name__}(limit={self.limit!r}, window={self.window!r}, "
-                f"slices={self.slices}, prefix={self.prefix[:-3]!r}, on_error={self.on_error!r})")
+                f"slices={self.slices}, prefix={self.prefix[:-3]!r}, on_error={self.on_error!r}, "
+                f"lease={self.lease})")

@@ -223,7 +223,7 @@ class RedisTokenBucket(TokenBucketBase):
                 if self._failures or self._state:
                     self.succeeded()
                 if lease_max and reply[0]:
-                    return self.lease_grant(name, reply)
+                    return self.grant(name, reply, None)
                 return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
         return self.degraded_decision(key, cost, mode is PEEK)
 
@@ -231,28 +231,19 @@ class RedisTokenBucket(TokenBucketBase):
         decision = self.lease_spend(name, cost)
         if decision is not None:
             return decision
-        return await self._decide(key, name, cost, increment, ACQUIRE,
-                                  max(self.lease - -(-cost // 1), 0))
+        return await self._decide(key, name, cost, increment, ACQUIRE, self.lease_max(cost))
 
     async def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch in one pipelined round trip; a numpy bool array, one per key."""
         keys = list(keys)
-        names, increments, cost_list = self.increments(keys, costs)
+        names, increments, cost_list = self.batch(keys, costs, self.increment_ns)
         n = len(keys)
         allowed = np.zeros(n, dtype=np.bool_)
         retry = np.zeros(n, dtype=np.float64)
-        pending = list(range(n))
-        if self.lease:
-            pending = []
-            for i in range(n):
-                if self.lease_spend(names[i], cost_list[i]) is not None:
-                    allowed[i] = True
-                else:
-                    pending.append(i)
+        pending = self.lease_pending(names, cost_list, allowed)
         failed = pending
         if pending and (self._state == CLOSED or self.may_call()):
-            lease_maxes = [max(self.lease - -(-cost_list[i] // 1), 0) if self.lease else 0
-                           for i in pending]
+            lease_maxes = [self.lease_max(cost_list[i]) if self.lease else 0 for i in pending]
             try:
                 replies = await self._io.call_many([names[i] for i in pending],
                                                    [increments[i] for i in pending], ACQUIRE,
@@ -260,20 +251,7 @@ class RedisTokenBucket(TokenBucketBase):
             except ERRORS as error:
                 self.failed(error)
             else:
-                failed = []
-                for i, reply in zip(pending, replies):
-                    if isinstance(reply, Exception):
-                        failed.append(i)
-                    elif reply[0]:
-                        allowed[i] = True
-                        if reply[4]:
-                            self.lease_grant(names[i], reply)
-                    else:
-                        retry[i] = reply[2] / 1e9
-                if failed:
-                    self.failed(replies[pending.index(failed[0])])
-                elif self._failures or self._state:
-                    self.succeeded()
+                failed = self.settle(pending, replies, names, allowed, retry, None)
         self.degraded_many(keys, None if costs is None else cost_list, allowed, retry, failed)
         return (allowed, retry) if with_retry_after else allowed
 
@@ -305,13 +283,16 @@ class RedisTokenBucket(TokenBucketBase):
         leases = self.take_leases()
         try:
             if leases and self.may_call():
-                await self._io.call_many([name for name, _ in leases],
-                                         [tokens * self.emission_ns for _, tokens in leases],
-                                         GIVE_BACK, [0] * len(leases))
+                await self._give_back(leases)
         except ERRORS as error:
             self.failed(error)
         finally:
             await self._io.close()
+
+    async def _give_back(self, leases):
+        await self._io.call_many([name for name, _, _ in leases],
+                                 [tokens * self.emission_ns for _, tokens, _ in leases],
+                                 GIVE_BACK, [0] * len(leases))
 
     async def __aenter__(self):
         return self
@@ -321,7 +302,8 @@ class RedisTokenBucket(TokenBucketBase):
 
 
 class RedisSlidingWindow(WindowBase):
-    """``fastcore.redis.RedisSlidingWindow`` for ``redis.asyncio`` clients (awaitable calls).
+    """``fastcore.redis.RedisSlidingWindow`` for ``redis.asyncio`` clients (awaitable calls),
+    leases included.
 
     Example::
 
@@ -336,13 +318,12 @@ class RedisSlidingWindow(WindowBase):
         super().__init__(client, limit, window, **options)
         self._io = transport(client, self)
 
-    async def _call(self, key, cost, write):
-        units = self.units(cost)
-        name = self.name(key)
+    async def _call(self, name, units, mode, lease_max=0):
+        """The script's reply, or None when Redis failed or the breaker is open."""
         if self._state == CLOSED or self.may_call():
             try:
                 reply = (await self._io.scripts(WINDOW_SHA, WINDOW_LUA, [name],
-                                                [self.argv(units, write)]))[0]
+                                                [self.argv(units, mode, lease_max)]))[0]
                 if isinstance(reply, Exception):
                     raise reply
             except ERRORS as error:
@@ -355,62 +336,60 @@ class RedisSlidingWindow(WindowBase):
 
     async def try_acquire(self, key, cost=1):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
-        reply = await self._call(key, cost, True)
+        if self.lease:
+            return (await self.acquire(key, cost)).allowed
+        reply = await self._call(self.name(key), self.units(cost), ACQUIRE)
         if reply is None:
             return self.degraded_try(key, cost)
         return reply[0] == 1
 
     async def acquire(self, key, cost=1):
-        """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
-        reply = await self._call(key, cost, True)
+        """Count ``cost`` against ``key`` if the window has room; the full ``Decision``
+        (paid from this process's lease on ``key`` when it holds enough)."""
+        units = self.units(cost)
+        name = self.name(key)
+        paid, lease_max = self.lease_first(name, units, cost)
+        if paid is not None:
+            return paid
+        sent_ns = self._now_ns()
+        reply = await self._call(name, units, ACQUIRE, lease_max)
         if reply is None:
             return self.degraded_decision(key, cost)
-        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+        return self.answer(name, reply, sent_ns)
 
     async def peek(self, key, cost=1):
         """The ``Decision`` that ``acquire(key, cost)`` would return now, counting nothing."""
-        reply = await self._call(key, cost, False)
+        reply = await self._call(self.name(key), self.units(cost), PEEK)
         if reply is None:
             return self.degraded_decision(key, cost, True)
-        return Decision(reply[0] == 1, reply[1], reply[2], reply[3])
+        return self.answer(None, reply, None)
 
     async def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch, pipelined in one round trip; a numpy bool array, one per key."""
         keys = list(keys)
-        names, argvs = self.batch(keys, costs)
-        n = len(keys)
-        allowed = np.zeros(n, dtype=np.bool_)
-        retry = np.zeros(n, dtype=np.float64)
-        failed = list(range(n))
-        if n and (self._state == CLOSED or self.may_call()):
+        names, units, cost_list = self.batch(keys, costs, self.units)
+        allowed = np.zeros(len(keys), dtype=np.bool_)
+        retry = np.zeros(len(keys), dtype=np.float64)
+        failed = pending = self.lease_pending(names, units, allowed)
+        if pending and (self._state == CLOSED or self.may_call()):
+            sent_ns = self._now_ns()
             try:
-                replies = await self._io.scripts(WINDOW_SHA, WINDOW_LUA, names, argvs)
+                replies = await self._io.scripts(
+                    WINDOW_SHA, WINDOW_LUA, [names[i] for i in pending],
+                    self.batch_argvs(pending, units, cost_list))
             except ERRORS as error:
                 self.failed(error)
             else:
-                failed = []
-                for i, reply in enumerate(replies):
-                    if isinstance(reply, Exception):
-                        failed.append(i)
-                    elif reply[0]:
-                        allowed[i] = True
-                    else:
-                        retry[i] = reply[2] / 1e9
-                if failed:
-                    self.failed(replies[failed[0]])
-                elif self._failures or self._state:
-                    self.succeeded()
-        if failed:
-            self.degraded_many(keys, None if costs is None else list(costs), allowed, retry,
-                               failed)
+                failed = self.settle(pending, replies, names, allowed, retry, sent_ns)
+        self.degraded_many(keys, None if costs is None else cost_list, allowed, retry, failed)
         return (allowed, retry) if with_retry_after else allowed
 
     reset = RedisTokenBucket.reset
+    close = RedisTokenBucket.close     # gives back the leased units, as the sync close()
 
-    async def close(self):
-        """Close the limiter's connections."""
-        self._closed = True
-        await self._io.close()
+    async def _give_back(self, leases):
+        await self._io.scripts(WINDOW_SHA, WINDOW_LUA, [name for name, _, _ in leases],
+                               self.give_back_argvs(leases))
 
     __aenter__ = RedisTokenBucket.__aenter__
     __aexit__ = RedisTokenBucket.__aexit__
