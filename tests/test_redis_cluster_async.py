@@ -193,3 +193,38 @@ def test_async_deadline_with_a_hung_server(own_server):
         await limiter.close()
 
     run(scenario())
+
+
+def test_async_cancelled_probe_does_not_wedge_the_breaker(own_server):
+    """A probe whose task is cancelled mid-call reports neither success nor failure; the
+    breaker must allow a new probe one cool-down later instead of staying half-open."""
+    async def scenario():
+        clock = ManualClock(0.0)
+        limiter = redis_asyncio.RedisTokenBucket(
+            redis.asyncio.Redis.from_url(own_server.url), 100, 100, timeout=30.0,
+            breaker_threshold=1, breaker_cooldown=1.0, clock=clock)
+        own_server.kill()
+        assert not await limiter.try_acquire("k")                 # refused: the breaker opens
+        assert limiter.status()["breaker"] == "open"
+        own_server.start()
+        own_server.pause()                                        # accepts, never answers
+        try:
+            clock.advance(1.0)
+            probe = asyncio.ensure_future(limiter.try_acquire("k"))
+            for _ in range(1000):                                 # until the probe is sent
+                if limiter.status()["breaker"] == "half_open":
+                    break
+                await asyncio.sleep(0)
+            assert limiter.status()["breaker"] == "half_open"
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+            assert not await limiter.try_acquire("k")             # degraded: no second probe yet
+            assert limiter.status()["errors"] == 1
+        finally:
+            own_server.resume()
+        clock.advance(1.0)
+        assert await limiter.try_acquire("k")                     # a new probe closes it
+        assert limiter.status()["breaker"] == "closed"
+        await limiter.close()
+
+    run(scenario())

@@ -514,14 +514,26 @@ class LimiterBase:
         return self.clock.now_ns if self.clock is not None else monotonic_ns()
 
     def may_call(self) -> bool:
-        """True when Redis may be called now: breaker closed, or cooled down (one probe)."""
+        """True when Redis may be called now: breaker closed, or cooled down (one probe).
+
+        A probe that never reports back (its asyncio task was cancelled mid-call: neither
+        succeeded() nor failed() runs) would leave the breaker half-open for good, so a
+        half-open breaker allows a new probe once a cool-down has passed since the last one.
+        The lock lets exactly one of several threads take each probe.
+        """
         if self._state == CLOSED:
             return True
-        if self._state == OPEN and self._now_ns() - self._opened_ns >= self.breaker_cooldown_ns:
-            self._state = HALF_OPEN
-            self._switches += 1
+        with self._lock:
+            if self._state == CLOSED:
+                return True
+            now = self._now_ns()
+            if now - self._opened_ns < self.breaker_cooldown_ns:
+                return False
+            if self._state == OPEN:
+                self._state = HALF_OPEN
+                self._switches += 1
+            self._opened_ns = now                # when this probe started
             return True
-        return False
 
     def succeeded(self):
         if self._state != CLOSED:
