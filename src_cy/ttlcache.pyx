@@ -16,7 +16,7 @@ import time as _time
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 from types import GenericAlias
 
-from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
+from fastcore._core.clock cimport Clock, CLOCK_KIND_MANUAL, clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
 from fastcore._core.clock import CoarseClock, ManualClock
 from fastcore._units import seconds_to_ns
@@ -25,6 +25,9 @@ cdef extern from *:
     const uint32_t TTL_NIL "((uint32_t)0xFFFFFFFFu)"
     const uint64_t TTL_GOLDEN "((uint64_t)0x9E3779B97F4A7C15ull)"   # 2**64 / golden ratio
     const int64_t TTL_SIGN_MASK "((int64_t)0x7FFFFFFFFFFFFFFFll)"
+
+cdef extern from *:
+    void _prefetch "__builtin_prefetch"(const void *p) noexcept nogil
 
 cdef extern from "Python.h":
     # Declared here without Cython's `except` so plain C functions can fill the slots.
@@ -230,6 +233,7 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
     cdef uint32_t i
     cdef int equal
     cdef object stored
+    _prefetch(&c.slot[_home(c, mix)])   # fetched alongside the ctrl byte, not after it
     while True:
         pos = _home(c, mix)
         while True:
@@ -250,6 +254,50 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
                     if equal:
                         return i
             pos = _next(c, pos)
+
+
+cdef inline bint _tag_in_run(TTLCache c, uint64_t mix) noexcept:
+    """Whether the probe run from mix's home holds a slot with mix's ctrl byte before its first
+    empty slot: False proves the key absent from the ctrl bytes alone. Also starts fetching
+    the home slot word, so a hit's next load overlaps this one instead of following it."""
+    cdef uint64_t pos = _home(c, mix)
+    cdef uint8_t tag = _ctrl(mix)
+    cdef uint8_t b
+    _prefetch(&c.slot[pos])
+    while True:
+        b = c.ctrl[pos]
+        if b == tag:
+            return True
+        if b == 0:
+            return False
+        pos = _next(c, pos)
+
+
+cdef inline Py_ssize_t _find_timed(TTLCache c, object key, int64_t *now,
+                                   bint read_first) except -2:
+    """_find with a compiled clock read into *now, as cachetools reads its timer: before the
+    lookup (`read_first`: get) or after it (cache[key]); *now may be unset when the key is absent.
+
+    Only a ManualClock can move while the key's __hash__/__eq__ run, so only it is read at
+    exactly those points (a plain load). The system clocks are read where it costs least:
+    clock_gettime's TSC read (rdtscp, or lfence; rdtsc) waits until every earlier load has
+    completed, so it goes after the ctrl bytes (a miss they decide reads no time) and before
+    the slot word and the entry, which then arrive while the call goes on instead of
+    stalling it twice."""
+    cdef bint manual = c.clock.kind == CLOCK_KIND_MANUAL
+    cdef Py_hash_t h
+    cdef Py_ssize_t i
+    if manual and read_first:
+        now[0] = clock_now_ns(c.clock)
+    h = PyObject_Hash(key)
+    if not _tag_in_run(c, _mix(h)):
+        return -1
+    if not manual:
+        now[0] = clock_now_ns(c.clock)
+    i = _find(c, key, h)
+    if manual and not read_first:
+        now[0] = clock_now_ns(c.clock)
+    return i
 
 
 cdef inline void _slot_insert(TTLCache c, uint64_t mix, uint32_t i) noexcept:
@@ -463,14 +511,45 @@ cdef object _checked_size(TTLCache c, object value):
     return size
 
 
+cdef inline void _prefetch_heads(TTLCache c) noexcept:
+    """Start fetching the entries a set reads first: the expiry-list head (the expiry check)
+    and, when full, the LRU head (the likely victim). They arrive while the key is hashed
+    and looked up, instead of one cache miss after another."""
+    if c.head[EXP >> 1] != TTL_NIL:
+        _prefetch(&c.entries[c.head[EXP >> 1]])
+    if c.count >= c.max_count and c.head[LRU >> 1] != TTL_NIL:
+        _prefetch(&c.entries[c.head[LRU >> 1]])
+
+
+cdef inline void _prefetch_eviction(TTLCache c, uint64_t mix) noexcept:
+    """Before inserting into a full cache: fetch, all at once, what evicting the LRU head and
+    inserting the new key will touch -- the victim's key object (released at the end), its
+    home ctrl byte and slot word (deleting its slot), and the new key's home slot word."""
+    cdef ttl_entry *victim = &c.entries[c.head[LRU >> 1]]
+    cdef uint64_t home = _home(c, _mix(victim.hash))
+    _prefetch(victim.key)
+    _prefetch(&c.ctrl[home])
+    _prefetch(&c.slot[home])
+    _prefetch(&c.slot[_home(c, mix)])
+
+
 cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) except -1:
     """cachetools TTLCache.__setitem__: validate, expire, evict, then insert or overwrite."""
-    cdef Py_hash_t h = PyObject_Hash(key)
+    cdef Py_hash_t h
     cdef ttl_now now
     cdef Py_ssize_t i
     cdef int64_t expires
     cdef bint frozen = False
     cdef PyObject *old
+    # A compiled clock is read first, as cachetools reads its timer first. It is also where the
+    # read costs least: clock_gettime's TSC read waits for every load in flight, and here none
+    # of this call's cache misses (key, slots, entries) has started yet. A user timer is called
+    # only once the key has hashed and the size checked, so a bad item calls no Python timer.
+    cdef bint clock_first = given == NULL and not self.timer_mode
+    if clock_first:
+        _now(self, &now)
+    _prefetch_heads(self)
+    h = PyObject_Hash(key)
     size = None
     if self.sized:
         size = _checked_size(self, value)
@@ -478,10 +557,12 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
         raise ValueError("value too large")
     if given != NULL:
         now = given[0]
-    else:
+    elif not clock_first:
         _now(self, &now)
     expires = _expires_at(self, &now)
     i = _find(self, key, h)
+    if i < 0 and not self.sized and self.count >= self.max_count:
+        _prefetch_eviction(self, _mix(h))
     try:
         if self.hook_expire or self.hook_popitem:
             _freeze_at(self, &now)
@@ -762,14 +843,12 @@ cdef class TTLCache:
     def __getitem__(self, key):
         cdef Py_ssize_t i
         cdef ttl_now now
-        cdef Py_hash_t h
         if not self.timer_mode and not self.freeze_depth:
-            # The hot path: compiled clock, read only when the key is present.
-            h = PyObject_Hash(key)
-            i = _find(self, key, h)
+            # The hot path: compiled clock, read only when the key may be present.
+            i = _find_timed(self, key, &now.key, False)
             if i >= 0:
                 _to_end(self, i, LRU)
-                if clock_now_ns(self.clock) < self.entries[i].expires:
+                if now.key < self.entries[i].expires:
                     return <object>self.entries[i].value
         else:
             alive = _alive_lookup(self, key, &i, &now, False)
@@ -801,8 +880,8 @@ cdef class TTLCache:
             finally:
                 _thaw(self)
         if not self.timer_mode and not self.freeze_depth:
-            i = _find(self, key, PyObject_Hash(key))
-            if i >= 0 and clock_now_ns(self.clock) < self.entries[i].expires:
+            i = _find_timed(self, key, &now.key, True)
+            if i >= 0 and now.key < self.entries[i].expires:
                 _to_end(self, i, LRU)
                 return <object>self.entries[i].value
             return default
