@@ -49,6 +49,7 @@ cdef enum:
     MAX_ENTRIES = 0x7FFFFFFF  # entries: keeps slot indices (+1) and TTL_NIL inside 32 bits
     GRAVE_MIN = 32          # references
     CACHE_LINE = 64         # bytes: one ttl_entry per line
+    SLOT_BYTES = 9          # bytes per index slot: ctrl 1, entry index 4, high word 4
 
 cdef object _MARKER = object()
 
@@ -241,7 +242,7 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
             if b == 0:
                 return -1
             if b == tag:
-                i = <uint32_t>c.slot[pos]
+                i = c.slot[pos]
                 if c.entries[i].key == <PyObject *>key:
                     return i
                 if c.entries[i].hash == h:
@@ -259,7 +260,8 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
 cdef inline bint _tag_in_run(TTLCache c, uint64_t mix) noexcept:
     """Whether the probe run from mix's home holds a slot with mix's ctrl byte before its first
     empty slot: False proves the key absent from the ctrl bytes alone. Also starts fetching
-    the home slot word, so a hit's next load overlaps this one instead of following it."""
+    the home slot's entry index, so a hit's next load overlaps this one instead of following
+    it."""
     cdef uint64_t pos = _home(c, mix)
     cdef uint8_t tag = _ctrl(mix)
     cdef uint8_t b
@@ -282,7 +284,7 @@ cdef inline Py_ssize_t _find_timed(TTLCache c, object key, int64_t *now,
     exactly those points (a plain load). The system clocks are read where it costs least:
     clock_gettime's TSC read (rdtscp, or lfence; rdtsc) waits until every earlier load has
     completed, so it goes after the ctrl bytes (a miss they decide reads no time) and before
-    the slot word and the entry, which then arrive while the call goes on instead of
+    the entry index and the entry, which then arrive while the call goes on instead of
     stalling it twice."""
     cdef bint manual = c.clock.kind == CLOCK_KIND_MANUAL
     cdef Py_hash_t h
@@ -305,42 +307,51 @@ cdef inline void _slot_insert(TTLCache c, uint64_t mix, uint32_t i) noexcept:
     while c.ctrl[pos] != 0:
         pos = _next(c, pos)
     c.ctrl[pos] = _ctrl(mix)
-    c.slot[pos] = (mix >> 32) << 32 | i
+    c.slot[pos] = i
+    c.high[pos] = <uint32_t>(mix >> 32)
 
 
 cdef void _slot_delete(TTLCache c, uint32_t i) noexcept:
     """Remove entry i's slot, shifting later entries of its probe run back (no tombstones)."""
     cdef uint64_t hole = _home(c, _mix(c.entries[i].hash))
     cdef uint64_t j, home
-    while c.ctrl[hole] == 0 or <uint32_t>c.slot[hole] != i:
+    while c.ctrl[hole] == 0 or c.slot[hole] != i:
         hole = _next(c, hole)
     j = hole
     while True:
         j = _next(c, j)
         if c.ctrl[j] == 0:
             break
-        home = _home(c, c.slot[j])   # the slot keeps mix's high word: no entry is read
+        home = _home(c, <uint64_t>c.high[j] << 32)   # mix's high word: no entry is read
         # The entry at j may fill the hole unless its home lies cyclically in (hole, j]:
         # distance(home -> j) < distance(hole -> j).
         if _distance(c, home, j) < _distance(c, hole, j):
             continue
         c.ctrl[hole] = c.ctrl[j]
         c.slot[hole] = c.slot[j]
+        c.high[hole] = c.high[j]
         hole = j
     c.ctrl[hole] = 0
 
 
+cdef inline void _point_table(TTLCache c, uint8_t *block, uint64_t tsize) noexcept:
+    """Point ctrl, slot and high into one block of tsize * SLOT_BYTES: the ctrl bytes, then
+    the uint32 entry indices, then the uint32 high words (4-aligned: tsize is a multiple
+    of 8)."""
+    c.ctrl = block
+    c.slot = <uint32_t *>(block + tsize)
+    c.high = <uint32_t *>(block + 5 * tsize)
+    c.tsize = tsize
+
+
 cdef int _alloc_table(TTLCache c, uint64_t tsize) except -1:
-    """A fresh empty index of tsize slots (a multiple of 8): ctrl bytes, then the uint64
-    slots, in one block."""
-    cdef uint8_t *block = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
+    """A fresh empty index of tsize slots (a multiple of 8), in one block."""
+    cdef uint8_t *block = <uint8_t *>malloc(tsize * SLOT_BYTES)
     if block == NULL:
         raise MemoryError()
     memset(block, 0, tsize)
     free(c.ctrl)
-    c.ctrl = block
-    c.slot = <uint64_t *>(block + tsize)
-    c.tsize = tsize
+    _point_table(c, block, tsize)
     c.version += 1
     return 0
 
@@ -524,13 +535,17 @@ cdef inline void _prefetch_heads(TTLCache c) noexcept:
 cdef inline void _prefetch_eviction(TTLCache c, uint64_t mix) noexcept:
     """Before inserting into a full cache: fetch, all at once, what evicting the LRU head and
     inserting the new key will touch -- the victim's key object (released at the end), its
-    home ctrl byte and slot word (deleting its slot), and the new key's home slot word."""
+    home slot (deleting it: ctrl, index, high word), and the new key's home index and high
+    word (its ctrl byte was just read)."""
     cdef ttl_entry *victim = &c.entries[c.head[LRU >> 1]]
     cdef uint64_t home = _home(c, _mix(victim.hash))
     _prefetch(victim.key)
     _prefetch(&c.ctrl[home])
     _prefetch(&c.slot[home])
-    _prefetch(&c.slot[_home(c, mix)])
+    _prefetch(&c.high[home])
+    home = _home(c, mix)
+    _prefetch(&c.slot[home])
+    _prefetch(&c.high[home])
 
 
 cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) except -1:
@@ -696,14 +711,15 @@ cdef void _release_all(TTLCache c) noexcept:
     __del__ running meanwhile sees a consistent (empty) cache."""
     cdef ttl_entry *entries = c.entries
     cdef uint8_t *ctrl = c.ctrl
-    cdef uint64_t *slot = c.slot
+    cdef uint64_t tsize = c.tsize
     cdef uint32_t i = c.head[INS >> 1] if entries != NULL else TTL_NIL
     cdef uint32_t nxt
     c.entries = NULL
     c.ctrl = NULL
     if _reset(c) < 0:
         # Out of memory while emptying: keep the old arrays; the caller reports it.
-        c.entries, c.ctrl, c.slot = entries, ctrl, slot
+        c.entries = entries
+        _point_table(c, ctrl, tsize)
         return
     while i != TTL_NIL:
         nxt = entries[i].links[INS + 1]
@@ -993,7 +1009,7 @@ cdef class TTLCache:
         """Bytes held by the cache's own arrays (entries and index), excluding the key, value
         and size objects."""
         cdef size_t total = sizeof(TTLCache)
-        total += self.ecap * sizeof(ttl_entry) + self.tsize * (1 + sizeof(uint64_t))
+        total += self.ecap * sizeof(ttl_entry) + self.tsize * SLOT_BYTES
         total += self.grave_cap * sizeof(PyObject *)
         return total
 
@@ -1189,10 +1205,10 @@ cdef int _check_invariants(TTLCache c) except -1:
         if c.ctrl[pos] == 0:
             continue
         filled += 1
-        i = <uint32_t>c.slot[pos]
+        i = c.slot[pos]
         assert i in seen, f"slot {pos} points at dead entry {i}"
         mix = _mix(c.entries[i].hash)
-        assert c.ctrl[pos] == _ctrl(mix) and (c.slot[pos] >> 32) == (mix >> 32), \
+        assert c.ctrl[pos] == _ctrl(mix) and c.high[pos] == (mix >> 32), \
             f"slot {pos} does not match entry {i}'s hash"
         home = _home(c, mix)
         while home != pos:       # no empty slot between an entry's home and its slot
@@ -1270,7 +1286,7 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     cdef uint32_t i
     cdef ttl_entry *entries = _alloc_entries(src.ecap)
     cdef uint64_t tsize = src.tsize
-    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
+    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * SLOT_BYTES)
     if entries == NULL or ctrl == NULL:
         free(entries)
         free(ctrl)
@@ -1279,11 +1295,9 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     free(dst.entries)
     free(dst.ctrl)
     memcpy(entries, src.entries, src.ecap * sizeof(ttl_entry))
-    memcpy(ctrl, src.ctrl, tsize * (1 + sizeof(uint64_t)))
+    memcpy(ctrl, src.ctrl, tsize * SLOT_BYTES)
     dst.entries = entries
-    dst.ctrl = ctrl
-    dst.slot = <uint64_t *>(ctrl + tsize)
-    dst.tsize = src.tsize
+    _point_table(dst, ctrl, tsize)
     dst.ecap = src.ecap
     dst.used_top = src.used_top
     dst.free_head = src.free_head
