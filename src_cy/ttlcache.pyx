@@ -28,6 +28,8 @@ cdef extern from *:
 
 cdef extern from *:
     void _prefetch "__builtin_prefetch"(const void *p) noexcept nogil
+    # (p, 1, 3): fetch the line for writing (owned, so the store that follows does not wait)
+    void _prefetch_write "__builtin_prefetch"(const void *p, int rw, int locality) noexcept nogil
 
 cdef extern from "Python.h":
     # Declared here without Cython's `except` so plain C functions can fill the slots.
@@ -523,29 +525,32 @@ cdef object _checked_size(TTLCache c, object value):
 
 
 cdef inline void _prefetch_heads(TTLCache c) noexcept:
-    """Start fetching the entries a set reads first: the expiry-list head (the expiry check)
-    and, when full, the LRU head (the likely victim). They arrive while the key is hashed
-    and looked up, instead of one cache miss after another."""
+    """Start fetching, before the key is even hashed, what a set reads and writes besides the
+    key's own slot: the expiry-list head (the expiry check) and, when the cache is full, the
+    LRU head (the likely victim) with the lines that evicting it writes -- its key object
+    (released at the end) and its home slot (ctrl, index and high word, emptied by the
+    back-shift). They arrive while the key is hashed and looked up instead of one cache miss
+    after another. If the set turns out to be an overwrite these fetches are wasted (a few
+    lines of bandwidth), except in the common case where the key is the LRU head itself."""
+    cdef ttl_entry *victim
+    cdef uint64_t home
     if c.head[EXP >> 1] != TTL_NIL:
         _prefetch(&c.entries[c.head[EXP >> 1]])
-    if c.count >= c.max_count and c.head[LRU >> 1] != TTL_NIL:
-        _prefetch(&c.entries[c.head[LRU >> 1]])
+    if c.count >= c.max_count and not c.sized and c.head[LRU >> 1] != TTL_NIL:
+        victim = &c.entries[c.head[LRU >> 1]]
+        home = _home(c, _mix(victim.hash))
+        _prefetch_write(victim.key, 1, 3)
+        _prefetch_write(&c.ctrl[home], 1, 3)
+        _prefetch_write(&c.slot[home], 1, 3)
+        _prefetch_write(&c.high[home], 1, 3)
 
 
-cdef inline void _prefetch_eviction(TTLCache c, uint64_t mix) noexcept:
-    """Before inserting into a full cache: fetch, all at once, what evicting the LRU head and
-    inserting the new key will touch -- the victim's key object (released at the end), its
-    home slot (deleting it: ctrl, index, high word), and the new key's home index and high
-    word (its ctrl byte was just read)."""
-    cdef ttl_entry *victim = &c.entries[c.head[LRU >> 1]]
-    cdef uint64_t home = _home(c, _mix(victim.hash))
-    _prefetch(victim.key)
-    _prefetch(&c.ctrl[home])
-    _prefetch(&c.slot[home])
-    _prefetch(&c.high[home])
-    home = _home(c, mix)
-    _prefetch(&c.slot[home])
-    _prefetch(&c.high[home])
+cdef inline void _prefetch_insert(TTLCache c, uint64_t mix) noexcept:
+    """A miss about to insert: fetch its home's entry index and high word for writing (the
+    probe just read the ctrl byte), alongside the eviction's misses."""
+    cdef uint64_t home = _home(c, mix)
+    _prefetch_write(&c.slot[home], 1, 3)
+    _prefetch_write(&c.high[home], 1, 3)
 
 
 cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) except -1:
@@ -576,8 +581,8 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
         _now(self, &now)
     expires = _expires_at(self, &now)
     i = _find(self, key, h)
-    if i < 0 and not self.sized and self.count >= self.max_count:
-        _prefetch_eviction(self, _mix(h))
+    if i < 0:
+        _prefetch_insert(self, _mix(h))
     try:
         if self.hook_expire or self.hook_popitem:
             _freeze_at(self, &now)
