@@ -25,11 +25,7 @@ cdef extern from *:
     const uint32_t TTL_NIL "((uint32_t)0xFFFFFFFFu)"
     const uint64_t TTL_GOLDEN "((uint64_t)0x9E3779B97F4A7C15ull)"   # 2**64 / golden ratio
     const int64_t TTL_SIGN_MASK "((int64_t)0x7FFFFFFFFFFFFFFFll)"
-
-cdef extern from *:
     void _prefetch "__builtin_prefetch"(const void *p) noexcept nogil
-    # (p, 1, 3): fetch the line for writing (owned, so the store that follows does not wait)
-    void _prefetch_write "__builtin_prefetch"(const void *p, int rw, int locality) noexcept nogil
 
 cdef extern from "Python.h":
     # Declared here without Cython's `except` so plain C functions can fill the slots.
@@ -527,7 +523,7 @@ cdef object _checked_size(TTLCache c, object value):
 cdef inline void _prefetch_heads(TTLCache c) noexcept:
     """Start fetching, before the key is even hashed, what a set reads and writes besides the
     key's own slot: the expiry-list head (the expiry check) and, when the cache is full, the
-    LRU head (the likely victim) with the lines that evicting it writes -- its key object
+    LRU head (the likely victim) with the lines that evicting it writes: its key object
     (released at the end) and its home slot (ctrl, index and high word, emptied by the
     back-shift). They arrive while the key is hashed and looked up instead of one cache miss
     after another. If the set turns out to be an overwrite these fetches are wasted (a few
@@ -539,18 +535,18 @@ cdef inline void _prefetch_heads(TTLCache c) noexcept:
     if c.count >= c.max_count and not c.sized and c.head[LRU >> 1] != TTL_NIL:
         victim = &c.entries[c.head[LRU >> 1]]
         home = _home(c, _mix(victim.hash))
-        _prefetch_write(victim.key, 1, 3)
-        _prefetch_write(&c.ctrl[home], 1, 3)
-        _prefetch_write(&c.slot[home], 1, 3)
-        _prefetch_write(&c.high[home], 1, 3)
+        _prefetch(victim.key)
+        _prefetch(&c.ctrl[home])
+        _prefetch(&c.slot[home])
+        _prefetch(&c.high[home])
 
 
 cdef inline void _prefetch_insert(TTLCache c, uint64_t mix) noexcept:
-    """A miss about to insert: fetch its home's entry index and high word for writing (the
-    probe just read the ctrl byte), alongside the eviction's misses."""
+    """A miss about to insert: fetch its home's entry index and high word (the probe just
+    read the ctrl byte), alongside the eviction's misses."""
     cdef uint64_t home = _home(c, mix)
-    _prefetch_write(&c.slot[home], 1, 3)
-    _prefetch_write(&c.high[home], 1, 3)
+    _prefetch(&c.slot[home])
+    _prefetch(&c.high[home])
 
 
 cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) except -1:
