@@ -276,7 +276,8 @@ cdef inline bint _tag_in_run(TTLCache c, uint64_t mix) noexcept:
 cdef inline Py_ssize_t _find_timed(TTLCache c, object key, int64_t *now,
                                    bint read_first) except -2:
     """_find with a compiled clock read into *now, as cachetools reads its timer: before the
-    lookup (`read_first`: get) or after it (cache[key]); *now may be unset when the key is absent.
+    lookup (`read_first`: get) or after it (cache[key]). *now may be unset if the key is
+    absent.
 
     Only a ManualClock can move while the key's __hash__/__eq__ run, so only it is read at
     exactly those points (a plain load). The system clocks are read where it costs least:
@@ -526,8 +527,8 @@ cdef inline void _prefetch_heads(TTLCache c) noexcept:
     LRU head (the likely victim) with the lines that evicting it writes: its key object
     (released at the end) and its home slot (ctrl, index and high word, emptied by the
     back-shift). They arrive while the key is hashed and looked up instead of one cache miss
-    after another. If the set turns out to be an overwrite these fetches are wasted (a few
-    lines of bandwidth), except in the common case where the key is the LRU head itself."""
+    after another. If the set turns out to be an overwrite the victim's lines are wasted (a
+    few lines of bandwidth), unless the key is the LRU head itself (a round robin)."""
     cdef ttl_entry *victim
     cdef uint64_t home
     if c.head[EXP >> 1] != TTL_NIL:
