@@ -14,7 +14,7 @@ are timed as ``operator.getitem``/``operator.setitem`` mapped over the keys: the
 statements make (``PyObject_GetItem``/``PyObject_SetItem``, so a Python class's method is
 found through its type slot as in user code). Mapping the bound ``cache.__setitem__`` instead
 would time a different path per kind of class: for a C type a slot wrapper that packs an
-argument tuple (~30 ns here, none of it paid by ``cache[k] = v``), for a Python class a plain
+argument tuple (10-40 ns here, none of it paid by ``cache[k] = v``), for a Python class a plain
 method call that skips the slot lookup.
 fastcore runs on the default clock (CLOCK_MONOTONIC) and on ``CoarseClock``. theine's
 ``get`` returns ``(value, found)`` and takes ``timedelta`` ttls; it may refuse inserts
