@@ -14,12 +14,15 @@
 #                          size 8 (getsizeof's result, else NULL), six uint32 links 24
 #   ctrl     tsize * 1 B   open-addressing index, linear probing: 0 = empty, else
 #                          0x80 | 7 hash bits, so most misses never leave this byte array
-#   slot     tsize * 8 B   (high 32 bits of mix << 32) | entry index: deletion's back-shift
-#                          finds each slot's home here without reading entries
+#   slot     tsize * 4 B   entry index: all a hit reads besides ctrl
+#   high     tsize * 4 B   high 32 bits of mix: deletion's back-shift finds each slot's home
+#                          here without reading entries
 #   grave    references waiting for their DECREF until the structure is consistent again
-# With ecap = maxsize that is 64 + 9 * 1.6 = 78.4 bytes per entry (while growing towards
-# maxsize, up to twice that), plus the key and value objects themselves (memory_bytes()
-# reports the exact figure). At maxsize 100,000: 6.4 MB of entries + 1.44 MB of index.
+# ctrl, slot and high share one block. With ecap = maxsize that is 64 + 9 * 1.6 = 78.4 bytes
+# per entry (while growing towards maxsize, up to twice that), plus the key and value objects
+# themselves (memory_bytes() reports the exact figure). At maxsize 100,000: 6.4 MB of entries
+# + 1.44 MB of index, of which a lookup touches 0.8 MB (ctrl + slot): that part stays in a
+# 1 MB L2 cache where the 1.44 MB did not, which made hits over 100,000 keys ~15% faster.
 #
 # Three intrusive doubly linked lists thread the live entries (links[L] = prev, links[L+1]
 # = next, TTL_NIL ends a list; head/tail indexed by L >> 1):
@@ -75,7 +78,8 @@ ctypedef struct ttl_now:
 cdef class TTLCache:
     cdef ttl_entry *entries
     cdef uint8_t *ctrl
-    cdef uint64_t *slot
+    cdef uint32_t *slot
+    cdef uint32_t *high
     cdef uint64_t tsize
     cdef uint32_t ecap
     cdef uint32_t used_top

@@ -16,7 +16,7 @@ import time as _time
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 from types import GenericAlias
 
-from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
+from fastcore._core.clock cimport Clock, CLOCK_KIND_MANUAL, clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
 from fastcore._core.clock import CoarseClock, ManualClock
 from fastcore._units import seconds_to_ns
@@ -25,6 +25,7 @@ cdef extern from *:
     const uint32_t TTL_NIL "((uint32_t)0xFFFFFFFFu)"
     const uint64_t TTL_GOLDEN "((uint64_t)0x9E3779B97F4A7C15ull)"   # 2**64 / golden ratio
     const int64_t TTL_SIGN_MASK "((int64_t)0x7FFFFFFFFFFFFFFFll)"
+    void _prefetch "__builtin_prefetch"(const void *p) noexcept nogil
 
 cdef extern from "Python.h":
     # Declared here without Cython's `except` so plain C functions can fill the slots.
@@ -46,6 +47,7 @@ cdef enum:
     MAX_ENTRIES = 0x7FFFFFFF  # entries: keeps slot indices (+1) and TTL_NIL inside 32 bits
     GRAVE_MIN = 32          # references
     CACHE_LINE = 64         # bytes: one ttl_entry per line
+    SLOT_BYTES = 9          # bytes per index slot: ctrl 1, entry index 4, high word 4
 
 cdef object _MARKER = object()
 
@@ -230,6 +232,7 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
     cdef uint32_t i
     cdef int equal
     cdef object stored
+    _prefetch(&c.slot[_home(c, mix)])   # fetched alongside the ctrl byte, not after it
     while True:
         pos = _home(c, mix)
         while True:
@@ -237,7 +240,7 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
             if b == 0:
                 return -1
             if b == tag:
-                i = <uint32_t>c.slot[pos]
+                i = c.slot[pos]
                 if c.entries[i].key == <PyObject *>key:
                     return i
                 if c.entries[i].hash == h:
@@ -252,47 +255,102 @@ cdef Py_ssize_t _find(TTLCache c, object key, Py_hash_t h) except -2:
             pos = _next(c, pos)
 
 
+cdef inline bint _tag_in_run(TTLCache c, uint64_t mix) noexcept:
+    """Whether the probe run from mix's home holds a slot with mix's ctrl byte before its first
+    empty slot: False proves the key absent from the ctrl bytes alone. Also starts fetching
+    the home slot's entry index, so a hit's next load overlaps this one instead of following
+    it."""
+    cdef uint64_t pos = _home(c, mix)
+    cdef uint8_t tag = _ctrl(mix)
+    cdef uint8_t b
+    _prefetch(&c.slot[pos])
+    while True:
+        b = c.ctrl[pos]
+        if b == tag:
+            return True
+        if b == 0:
+            return False
+        pos = _next(c, pos)
+
+
+cdef inline Py_ssize_t _find_timed(TTLCache c, object key, int64_t *now,
+                                   bint read_first) except -2:
+    """_find with a compiled clock read into *now, as cachetools reads its timer: before the
+    lookup (`read_first`: get) or after it (cache[key]). *now may be unset if the key is
+    absent.
+
+    Only a ManualClock can move while the key's __hash__/__eq__ run, so only it is read at
+    exactly those points (a plain load). The system clocks are read where it costs least:
+    clock_gettime's TSC read (rdtscp, or lfence; rdtsc) waits until every earlier load has
+    completed, so it goes after the ctrl bytes (a miss they decide reads no time) and before
+    the entry index and the entry, which then arrive while the call goes on instead of
+    stalling it twice."""
+    cdef bint manual = c.clock.kind == CLOCK_KIND_MANUAL
+    cdef Py_hash_t h
+    cdef Py_ssize_t i
+    if manual and read_first:
+        now[0] = clock_now_ns(c.clock)
+    h = PyObject_Hash(key)
+    if not _tag_in_run(c, _mix(h)):
+        return -1
+    if not manual:
+        now[0] = clock_now_ns(c.clock)
+    i = _find(c, key, h)
+    if manual and not read_first:
+        now[0] = clock_now_ns(c.clock)
+    return i
+
+
 cdef inline void _slot_insert(TTLCache c, uint64_t mix, uint32_t i) noexcept:
     cdef uint64_t pos = _home(c, mix)
     while c.ctrl[pos] != 0:
         pos = _next(c, pos)
     c.ctrl[pos] = _ctrl(mix)
-    c.slot[pos] = (mix >> 32) << 32 | i
+    c.slot[pos] = i
+    c.high[pos] = <uint32_t>(mix >> 32)
 
 
 cdef void _slot_delete(TTLCache c, uint32_t i) noexcept:
     """Remove entry i's slot, shifting later entries of its probe run back (no tombstones)."""
     cdef uint64_t hole = _home(c, _mix(c.entries[i].hash))
     cdef uint64_t j, home
-    while c.ctrl[hole] == 0 or <uint32_t>c.slot[hole] != i:
+    while c.ctrl[hole] == 0 or c.slot[hole] != i:
         hole = _next(c, hole)
     j = hole
     while True:
         j = _next(c, j)
         if c.ctrl[j] == 0:
             break
-        home = _home(c, c.slot[j])   # the slot keeps mix's high word: no entry is read
+        home = _home(c, <uint64_t>c.high[j] << 32)   # mix's high word: no entry is read
         # The entry at j may fill the hole unless its home lies cyclically in (hole, j]:
         # distance(home -> j) < distance(hole -> j).
         if _distance(c, home, j) < _distance(c, hole, j):
             continue
         c.ctrl[hole] = c.ctrl[j]
         c.slot[hole] = c.slot[j]
+        c.high[hole] = c.high[j]
         hole = j
     c.ctrl[hole] = 0
 
 
+cdef inline void _point_table(TTLCache c, uint8_t *block, uint64_t tsize) noexcept:
+    """Point ctrl, slot and high into one block of tsize * SLOT_BYTES: the ctrl bytes, then
+    the uint32 entry indices, then the uint32 high words (4-aligned: tsize is a multiple
+    of 8)."""
+    c.ctrl = block
+    c.slot = <uint32_t *>(block + tsize)
+    c.high = <uint32_t *>(block + 5 * tsize)
+    c.tsize = tsize
+
+
 cdef int _alloc_table(TTLCache c, uint64_t tsize) except -1:
-    """A fresh empty index of tsize slots (a multiple of 8): ctrl bytes, then the uint64
-    slots, in one block."""
-    cdef uint8_t *block = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
+    """A fresh empty index of tsize slots (a multiple of 8), in one block."""
+    cdef uint8_t *block = <uint8_t *>malloc(tsize * SLOT_BYTES)
     if block == NULL:
         raise MemoryError()
     memset(block, 0, tsize)
     free(c.ctrl)
-    c.ctrl = block
-    c.slot = <uint64_t *>(block + tsize)
-    c.tsize = tsize
+    _point_table(c, block, tsize)
     c.version += 1
     return 0
 
@@ -463,14 +521,52 @@ cdef object _checked_size(TTLCache c, object value):
     return size
 
 
+cdef inline void _prefetch_heads(TTLCache c) noexcept:
+    """Start fetching, before the key is even hashed, what a set reads and writes besides the
+    key's own slot: the expiry-list head (the expiry check) and, when the cache is full, the
+    LRU head (the likely victim) with the lines that evicting it writes: its key object
+    (released at the end) and its home slot (ctrl, index and high word, emptied by the
+    back-shift). They arrive while the key is hashed and looked up instead of one cache miss
+    after another. If the set turns out to be an overwrite the victim's lines are wasted (a
+    few lines of bandwidth), unless the key is the LRU head itself (a round robin)."""
+    cdef ttl_entry *victim
+    cdef uint64_t home
+    if c.head[EXP >> 1] != TTL_NIL:
+        _prefetch(&c.entries[c.head[EXP >> 1]])
+    if c.count >= c.max_count and not c.sized and c.head[LRU >> 1] != TTL_NIL:
+        victim = &c.entries[c.head[LRU >> 1]]
+        home = _home(c, _mix(victim.hash))
+        _prefetch(victim.key)
+        _prefetch(&c.ctrl[home])
+        _prefetch(&c.slot[home])
+        _prefetch(&c.high[home])
+
+
+cdef inline void _prefetch_insert(TTLCache c, uint64_t mix) noexcept:
+    """A miss about to insert: fetch its home's entry index and high word (the probe just
+    read the ctrl byte), alongside the eviction's misses."""
+    cdef uint64_t home = _home(c, mix)
+    _prefetch(&c.slot[home])
+    _prefetch(&c.high[home])
+
+
 cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) except -1:
     """cachetools TTLCache.__setitem__: validate, expire, evict, then insert or overwrite."""
-    cdef Py_hash_t h = PyObject_Hash(key)
+    cdef Py_hash_t h
     cdef ttl_now now
     cdef Py_ssize_t i
     cdef int64_t expires
     cdef bint frozen = False
     cdef PyObject *old
+    # A compiled clock is read first, as cachetools reads its timer first. It is also where the
+    # read costs least: clock_gettime's TSC read waits for every load in flight, and here none
+    # of this call's cache misses (key, slots, entries) has started yet. A user timer is called
+    # only once the key has hashed and the size checked, so a bad item calls no Python timer.
+    cdef bint clock_first = given == NULL and not self.timer_mode
+    if clock_first:
+        _now(self, &now)
+    _prefetch_heads(self)
+    h = PyObject_Hash(key)
     size = None
     if self.sized:
         size = _checked_size(self, value)
@@ -478,10 +574,12 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
         raise ValueError("value too large")
     if given != NULL:
         now = given[0]
-    else:
+    elif not clock_first:
         _now(self, &now)
     expires = _expires_at(self, &now)
     i = _find(self, key, h)
+    if i < 0:
+        _prefetch_insert(self, _mix(h))
     try:
         if self.hook_expire or self.hook_popitem:
             _freeze_at(self, &now)
@@ -615,14 +713,15 @@ cdef void _release_all(TTLCache c) noexcept:
     __del__ running meanwhile sees a consistent (empty) cache."""
     cdef ttl_entry *entries = c.entries
     cdef uint8_t *ctrl = c.ctrl
-    cdef uint64_t *slot = c.slot
+    cdef uint64_t tsize = c.tsize
     cdef uint32_t i = c.head[INS >> 1] if entries != NULL else TTL_NIL
     cdef uint32_t nxt
     c.entries = NULL
     c.ctrl = NULL
     if _reset(c) < 0:
         # Out of memory while emptying: keep the old arrays; the caller reports it.
-        c.entries, c.ctrl, c.slot = entries, ctrl, slot
+        c.entries = entries
+        _point_table(c, ctrl, tsize)
         return
     while i != TTL_NIL:
         nxt = entries[i].links[INS + 1]
@@ -762,14 +861,12 @@ cdef class TTLCache:
     def __getitem__(self, key):
         cdef Py_ssize_t i
         cdef ttl_now now
-        cdef Py_hash_t h
         if not self.timer_mode and not self.freeze_depth:
-            # The hot path: compiled clock, read only when the key is present.
-            h = PyObject_Hash(key)
-            i = _find(self, key, h)
+            # The hot path: compiled clock, read only when the key may be present.
+            i = _find_timed(self, key, &now.key, False)
             if i >= 0:
                 _to_end(self, i, LRU)
-                if clock_now_ns(self.clock) < self.entries[i].expires:
+                if now.key < self.entries[i].expires:
                     return <object>self.entries[i].value
         else:
             alive = _alive_lookup(self, key, &i, &now, False)
@@ -801,8 +898,8 @@ cdef class TTLCache:
             finally:
                 _thaw(self)
         if not self.timer_mode and not self.freeze_depth:
-            i = _find(self, key, PyObject_Hash(key))
-            if i >= 0 and clock_now_ns(self.clock) < self.entries[i].expires:
+            i = _find_timed(self, key, &now.key, True)
+            if i >= 0 and now.key < self.entries[i].expires:
                 _to_end(self, i, LRU)
                 return <object>self.entries[i].value
             return default
@@ -914,7 +1011,7 @@ cdef class TTLCache:
         """Bytes held by the cache's own arrays (entries and index), excluding the key, value
         and size objects."""
         cdef size_t total = sizeof(TTLCache)
-        total += self.ecap * sizeof(ttl_entry) + self.tsize * (1 + sizeof(uint64_t))
+        total += self.ecap * sizeof(ttl_entry) + self.tsize * SLOT_BYTES
         total += self.grave_cap * sizeof(PyObject *)
         return total
 
@@ -1110,10 +1207,10 @@ cdef int _check_invariants(TTLCache c) except -1:
         if c.ctrl[pos] == 0:
             continue
         filled += 1
-        i = <uint32_t>c.slot[pos]
+        i = c.slot[pos]
         assert i in seen, f"slot {pos} points at dead entry {i}"
         mix = _mix(c.entries[i].hash)
-        assert c.ctrl[pos] == _ctrl(mix) and (c.slot[pos] >> 32) == (mix >> 32), \
+        assert c.ctrl[pos] == _ctrl(mix) and c.high[pos] == (mix >> 32), \
             f"slot {pos} does not match entry {i}'s hash"
         home = _home(c, mix)
         while home != pos:       # no empty slot between an entry's home and its slot
@@ -1191,7 +1288,7 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     cdef uint32_t i
     cdef ttl_entry *entries = _alloc_entries(src.ecap)
     cdef uint64_t tsize = src.tsize
-    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * (1 + sizeof(uint64_t)))
+    cdef uint8_t *ctrl = <uint8_t *>malloc(tsize * SLOT_BYTES)
     if entries == NULL or ctrl == NULL:
         free(entries)
         free(ctrl)
@@ -1200,11 +1297,9 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
     free(dst.entries)
     free(dst.ctrl)
     memcpy(entries, src.entries, src.ecap * sizeof(ttl_entry))
-    memcpy(ctrl, src.ctrl, tsize * (1 + sizeof(uint64_t)))
+    memcpy(ctrl, src.ctrl, tsize * SLOT_BYTES)
     dst.entries = entries
-    dst.ctrl = ctrl
-    dst.slot = <uint64_t *>(ctrl + tsize)
-    dst.tsize = src.tsize
+    _point_table(dst, ctrl, tsize)
     dst.ecap = src.ecap
     dst.used_top = src.used_top
     dst.free_head = src.free_head

@@ -411,6 +411,45 @@ def test_key_eq_that_mutates_the_cache():
     cache._check_invariants()
 
 
+@pytest.mark.parametrize("Cache", [cachetools.TTLCache, fastcore.TTLCache])
+def test_clock_read_where_cachetools_reads_it(Cache):
+    """Keys whose __hash__/__eq__ move a ManualClock see cachetools' read order: get() reads
+    the time before the lookup, cache[key] after it, a set before hashing the key."""
+    clock = ManualClock()
+    cache = Cache(8, 1, clock=clock) if Cache is fastcore.TTLCache else Cache(8, 1, timer=clock)
+
+    class Moving:
+        """Equal by name; the next __hash__ or __eq__ call moves the clock once."""
+        on_hash = on_eq = 0.0
+
+        def __init__(self, name):
+            self.name = name
+
+        def __hash__(self):
+            clock.advance(Moving.on_hash)
+            Moving.on_hash = 0.0
+            return hash(self.name)
+
+        def __eq__(self, other):
+            clock.advance(Moving.on_eq)
+            Moving.on_eq = 0.0
+            return isinstance(other, Moving) and other.name == self.name
+
+    cache[Moving("a")] = "a"                  # at 0: expires at 1
+    clock.set(0.5)
+    Moving.on_eq = 0.6
+    assert cache.get(Moving("a")) == "a"      # read at 0.5, then the lookup moves it to 1.1
+    cache[Moving("b")] = "b"                  # at 1.1: expires at 2.1
+    clock.set(1.5)
+    Moving.on_eq = 0.7
+    with pytest.raises(KeyError):
+        cache[Moving("b")]                    # the lookup moves it to 2.2, then it is read
+    Moving.on_hash = 0.7
+    cache[Moving("c")] = "c"                  # read at 2.2 (expires 3.2), then hashed
+    clock.set(3.25)
+    assert cache.get(Moving("c")) is None     # hashing first would have kept it to 3.9
+
+
 def test_values_referencing_the_cache_are_collected():
     class Node:
         pass

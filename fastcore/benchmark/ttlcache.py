@@ -4,12 +4,18 @@ Groups (one ``operation`` each), every cache built with maxsize = ``keys`` and t
 filled with ``keys`` entries before timing:
 - ``get hit (hot key)``: ``cache.get(k)`` on one key;
 - ``get hit (N keys)``: ``cache.get(k)`` round robin over every key;
-- ``cache[k] hit (hot key)``: the bound ``cache.__getitem__`` on one key (theine: ``get``);
-  the bound slot wrapper costs about 10 ns more than ``cache[k]`` written in code;
+- ``cache[k] hit (hot key)``: ``cache[k]`` on one key (theine: ``get``);
 - ``get miss``: ``cache.get(k)`` for keys never stored;
 - ``set overwrite``: ``cache[k] = v`` round robin over the stored keys;
 - ``set new (evicts)``: ``cache[k] = v`` for keys not stored, so every set evicts one
   (the keys cycle through a ring of 2N names, so a name comes back long after its eviction).
+Every subject gets the same key objects in the same order. ``cache[k]`` and ``cache[k] = v``
+are timed as ``operator.getitem``/``operator.setitem`` mapped over the keys: the calls those
+statements make (``PyObject_GetItem``/``PyObject_SetItem``, so a Python class's method is
+found through its type slot as in user code). Mapping the bound ``cache.__setitem__`` instead
+would time a different path per kind of class: for a C type a slot wrapper that packs an
+argument tuple (10-40 ns here, none of it paid by ``cache[k] = v``), for a Python class a plain
+method call that skips the slot lookup.
 fastcore runs on the default clock (CLOCK_MONOTONIC) and on ``CoarseClock``. theine's
 ``get`` returns ``(value, found)`` and takes ``timedelta`` ttls; it may refuse inserts
 (W-TinyLFU admission), so its "set new" is not always an insert. The dict floor never
@@ -19,6 +25,7 @@ expires or evicts: its "set new" is a dict overwrite.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
 from datetime import timedelta
 
@@ -82,27 +89,32 @@ SUBJECTS = [
 
 
 def _filled(builder, keys):
-    """(cache, getitem, get, setitem) for a subject, filled with every key."""
+    """(cache, calls) for a subject, filled with every key: calls maps "getitem", "get" and
+    "setitem" to (function, leading iterables), the function taking the leading iterables'
+    items before the key."""
     if builder is None:
         theine = _Theine(keys)
         setitem = theine.filler()
         get = theine.cache.get
         for key in keys:
             setitem(key, key)
-        return theine.cache, get, get, setitem
+        return theine.cache, {"getitem": (get, ()), "get": (get, ()), "setitem": (setitem, ())}
     cache = builder(keys)
     for key in keys:
         cache[key] = key
-    return cache, cache.__getitem__, cache.get, cache.__setitem__
+    itself = (itertools.repeat(cache),)
+    return cache, {"getitem": (operator.getitem, itself), "get": (cache.get, ()),
+                   "setitem": (operator.setitem, itself)}
 
 
-def _loop(function, chunks, *arguments):
-    """``run()`` applying ``function`` to the next chunk of arguments (chunks cycle, so a round
-    robin covers every key even when there are more keys than operations per call)."""
+def _loop(function, leading, chunks, *arguments):
+    """``run()`` applying ``function`` to the leading iterables' items, the next chunk's keys
+    and ``arguments`` (chunks cycle, so a round robin covers every key even when there are
+    more keys than operations per call)."""
     chunks = itertools.cycle(chunks)
 
     def run():
-        deque(map(function, next(chunks), *arguments), 0)
+        deque(map(function, *leading, next(chunks), *arguments), 0)
     return run
 
 
@@ -134,9 +146,9 @@ def workloads(keys: int, batch: int) -> list:
     for subject, kind, peer, builder in SUBJECTS:
         def timed(chunks, method, builder=builder, values=None):
             def setup():
-                cache, getitem, get, setitem = _filled(builder, names)
-                function = {"getitem": getitem, "get": get, "setitem": setitem}[method]
-                run = _loop(function, chunks, *([values] if values else []))
+                cache, calls = _filled(builder, names)
+                function, leading = calls[method]
+                run = _loop(function, leading, chunks, *([values] if values else []))
                 run.cache = cache
                 return run
             return setup
