@@ -292,7 +292,8 @@ def test_on_full_deny_refuses_new_keys_until_room_frees(clock):
 
 
 def test_large_table_drops_idle_keys_under_a_flood(clock):
-    """Above 32 keys the sweep is amortized; idle keys still go before any live eviction."""
+    """Above 32 keys the sweep is amortized: a flood arriving when every old key is idle
+    drops those (the least recently used check finds them) and evicts only its own keys."""
     limiter = KeyedTokenBucket(1, 1, max_keys=10_000, clock=clock)
     for key in range(10_000):
         limiter.try_acquire(key)
