@@ -90,6 +90,7 @@ cdef extern from *:
     # 2**62 ns (146 years): keeps bit lengths, shifts and bucket bounds inside int64.
     const int64_t HIST_MAX_HIGHEST "((int64_t)1 << 62)"
     const uint64_t HIST_U32_SPAN "((uint64_t)1 << 32)"
+    const int64_t HIST_U32_MAX "((int64_t)0xFFFFFFFF)"
     # below every period: until the first whole-ring query, no write marks the cache dirty
     const int64_t HIST_NO_PERIOD "(-((int64_t)1 << 62))"
 
@@ -688,6 +689,7 @@ cdef class LatencyHistogram:
         self.cache_to = HIST_NO_PERIOD
         self.cache_dirty = 0
         self.saturated = 0
+        self.slot_hint = 0
         for slot in range(slices + 1):
             slots[slot].epoch = HIST_EPOCH_UNUSED
             hist_clear_marks(&slots[slot], layout.counts_len)
@@ -718,12 +720,12 @@ cdef class LatencyHistogram:
             count if type(count) is int else _as_int(count, "count"))
         if value < 0 or n < 1:
             _bad_record(value, n)
-        cdef int64_t now_ns = clock_now_ns(self.clock)
-        if n <= 0xFFFFFFFF:
-            hist_record_at(self, value, <uint32_t>n, now_ns)
+        if n <= HIST_U32_MAX:
+            # the nogil inline reads the clock through a borrowed reference: no refcounting
+            hist_record(self, value, <uint32_t>n)
         else:
             hist_add_at(self, hist_counter_index(self, value), <uint64_t>n,
-                        hist_period(self, now_ns))
+                        hist_period(self, clock_now_ns(self.clock)))
 
     def record_many(self, values):
         """Record every value of a 1-D numpy int64 array of nanoseconds, in one nogil loop.
