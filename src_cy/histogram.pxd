@@ -62,8 +62,9 @@
 # that slot's header (epoch and marks, one cache line), 1 multiply to check that its epoch is
 # the current period, + 1 atomic add, inline. When the hint misses (the first records of a
 # period), 2 multiply-high divisions find the slot and renew the hint. A rotation
-# zeroes one slot (18 KB memset, about 1 us) once per slice. record_many accumulates in a
-# private array and flushes nonzero buckets with one atomic add each. Queries: O(slices *
+# zeroes one slot (18 KB memset, about 1 us) once per slice. record_many finds the live slot
+# once; below 2048 values it adds value by value (one atomic add each), from 2048 it tallies
+# in a private array and flushes the nonzero buckets, one atomic add each. Queries: O(slices *
 # (hi - lo)) widening adds over the slots inside the window (skipping expired ones) + one scan.
 # Whole-ring queries keep the sum of the closed slices in `cache` and add only the current
 # slice and limbo, redoing the sum when the ring turns or a write lands in a closed slice
