@@ -4,9 +4,10 @@ The floor of a log-bucket histogram's record: HdrHistogram's index (one clz, two
 a plain, non-atomic increment of a uint64 counter; no time slices, no overflow counter, no
 thread safety. FloorHistogram.record_many is the same in a nogil loop. fastcore's figures are
 quoted as ratios to these, measured in the same run, so the floor takes the cheapest entry
-fastcore's methods take: for arrays numpy's C API instead of a typed memoryview's buffer
-export.
+fastcore's methods take: a plain method descriptor (binding=False), and for arrays numpy's
+C API instead of a typed memoryview's buffer export.
 """
+cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t
 
@@ -27,9 +28,13 @@ cdef class FloorHistogram:
         self.layout = hist_layout(lowest, highest, significant_figures)
         self.counts = numpy.zeros(self.layout.counts_len, dtype=numpy.uint64)
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def record(self, int64_t value_ns):
         self.counts[hist_index_of(&self.layout, <uint64_t>value_ns)] += 1
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def record_many(self, cnp.ndarray values not None):
         """values: a C-contiguous 1-D int64 array (checked only as far as memory safety needs)."""
         if (cnp.PyArray_NDIM(values) != 1 or cnp.PyArray_ITEMSIZE(values) != 8

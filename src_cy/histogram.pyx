@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+cimport cython
 cimport numpy as cnp
 from libc.math cimport sqrt
 from libc.stdint cimport int64_t, uint64_t, uint32_t, intptr_t
@@ -748,6 +749,10 @@ cdef class LatencyHistogram:
 
     # -- recording ------------------------------------------------------------------------------
 
+    # binding=False: a plain method descriptor, called without the cyfunction layer (about
+    # 5 ns of a 22 ns record here); the clinic format keeps inspect.signature working
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def record(self, value_ns, count=1):
         """Record ``count`` (>= 1) observations of ``value_ns`` integer nanoseconds, now.
 
@@ -769,6 +774,8 @@ cdef class LatencyHistogram:
             hist_add_at(self, hist_counter_index(self, value), <uint64_t>n,
                         hist_period(self, clock_now_ns(self.clock)))
 
+    @cython.binding(False)              # as record: no cyfunction layer per call
+    @cython.embedsignature.format("clinic")
     def record_many(self, values):
         """Record every value of a 1-D numpy int64 array of nanoseconds, in one nogil loop.
 

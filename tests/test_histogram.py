@@ -267,6 +267,15 @@ def test_record_accepts_integer_like_values(hist):
     assert hist.count == 3
 
 
+def test_record_methods_keep_their_signatures(hist):
+    # plain method descriptors (binding=False) whose signatures come from their docstrings
+    assert str(inspect.signature(hist.record)) == "(value_ns, count=1)"
+    assert str(inspect.signature(hist.record_many)) == "(values)"
+    hist.record(value_ns=5, count=2)
+    hist.record_many(values=np.array([6], dtype=np.int64))
+    assert hist.count == 3
+
+
 def test_record_many_empty_and_noncontiguous(hist):
     hist.record_many(np.array([], dtype=np.int64))
     hist.record_many(np.arange(10, dtype=np.int64)[::2])
