@@ -130,26 +130,27 @@ cdef inline int64_t hist_index_of(const HistLayout *layout, uint64_t value) noex
 
 
 cdef class LatencyHistogram:
+    # record reads the layout and the fields up to cache_to: together they span 128 bytes
     cdef HistLayout layout
     cdef readonly Clock clock
-    cdef int64_t window_ns
     cdef int64_t slice_ns
-    cdef int64_t slices
-    cdef hist_divisor slice_divisor  # now // slice_ns without a hardware divide (~20 ns here)
-    cdef hist_divisor slices_divisor # period // slices, likewise
     cdef int64_t slot_hint          # the slot recorders last found live: see hist_live_slot
     cdef int64_t stride             # uint32 counters per slot: counts_len + 1 (overflow), padded
     cdef uint32_t *counts           # slices * stride
     cdef HistSlot *slots            # slices + 1: the last one holds limbo's lo/hi marks
-    cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
-    cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
     # whole-ring queries keep the merge of the closed slices (periods up to cache_to) and
     # redo it when the ring turns or a write lands in a closed slice (cache_dirty)
-    cdef uint64_t *cache            # stride
-    cdef int64_t cache_first        # oldest period merged into `cache`
     cdef int64_t cache_to           # newest period merged; writers at or below it set dirty
     cdef int64_t cache_dirty
+    cdef uint64_t *cache            # stride
+    cdef int64_t cache_first        # oldest period merged into `cache`
     cdef bint cache_valid
+    cdef int64_t window_ns
+    cdef int64_t slices
+    cdef hist_divisor slice_divisor  # now // slice_ns without a hardware divide (~20 ns here)
+    cdef hist_divisor slices_divisor # period // slices, likewise
+    cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
+    cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
