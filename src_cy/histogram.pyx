@@ -65,11 +65,18 @@ cdef extern from *:
                               Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) out[i] += in[i];
     }
-    /* sum of counts[lo..hi] in 128 bits; 1 if it does not fit in 64 */
+    /* sum of counts[lo..hi]; 1 if it does not fit in 64 bits. The low and high 32-bit
+     * halves are summed apart: each half-sum stays below n * 2**32, inside 64 bits for any
+     * n < 2**32 counters, and without a carry chain the loop vectorises (a 128-bit add/adc
+     * chain ran at one or two cycles per counter, depending on the loop's alignment) */
     static inline int hist_sum_u64s(const uint64_t *counts, Py_ssize_t lo, Py_ssize_t hi,
                                     uint64_t *total) {
-        unsigned __int128 sum = 0;
-        for (Py_ssize_t i = lo; i <= hi; i++) sum += counts[i];
+        uint64_t low = 0, high = 0;
+        for (Py_ssize_t i = lo; i <= hi; i++) {
+            low += counts[i] & 0xFFFFFFFFu;
+            high += counts[i] >> 32;
+        }
+        unsigned __int128 sum = ((unsigned __int128)high << 32) + low;
         *total = (uint64_t)sum;
         return (sum >> 64) != 0;
     }

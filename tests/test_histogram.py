@@ -182,6 +182,16 @@ def test_counter_wrap_is_carried(hist):
     assert hist.percentile(100) == 5
 
 
+def test_total_past_64_bits_raises_instead_of_wrapping(hist):
+    # each bucket fits in 64 bits, their sum does not: the total is summed in halves
+    hist.record(5, 2 ** 63 - 1)
+    hist.record(7, 2 ** 63 - 1)
+    assert hist.count == 2 ** 64 - 2
+    hist.record(9, 3)
+    with pytest.raises(fastcore.HistogramOverflowError):
+        hist.count
+
+
 def test_record_many_tally_flushes_counts_beyond_32_bits(hist):
     # one bucket of a batch tallied privately in 64 bits; adding it to a nearly full counter
     hist.record(3, 2 ** 32 - 10)
