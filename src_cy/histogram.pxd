@@ -58,17 +58,20 @@
 # array, so no count is lost. 64-bit totals that would wrap set `saturated` and queries then
 # raise instead of answering.
 #
-# Cost: record = 2 multiply-high divisions, 1 clz, 1 load of the slot header (epoch and
-# marks, one cache line) + 1 atomic add, inline. A rotation
-# zeroes one slot (18 KB memset, about 1 us) once per slice. record_many accumulates in a
-# private array and flushes nonzero buckets with one atomic add each. Queries: O(slices *
+# Cost: record = 1 clz, 1 load of `slot_hint` (the slot recorders last found live), 1 load of
+# that slot's header (epoch and marks, one cache line), 1 multiply to check that its epoch is
+# the current period, + 1 atomic add, inline. When the hint misses (the first records of a
+# period), 2 multiply-high divisions find the slot and renew the hint. A rotation
+# zeroes one slot (18 KB memset, about 1 us) once per slice. record_many finds the live slot
+# once; below 2048 values it adds value by value (one atomic add each), from 2048 it tallies
+# in a private array and flushes the nonzero buckets, one atomic add each. Queries: O(slices *
 # (hi - lo)) widening adds over the slots inside the window (skipping expired ones) + one scan.
 # Whole-ring queries keep the sum of the closed slices in `cache` and add only the current
 # slice and limbo, redoing the sum when the ring turns or a write lands in a closed slice
 # (the writer sees `cache_to` >= its period and sets `cache_dirty`).
 from libc.stdint cimport int64_t, uint64_t, uint32_t
 
-from fastcore._core.atomic cimport fc_atomic_load_i64, fc_atomic_add_u32
+from fastcore._core.atomic cimport fc_atomic_add_u32, fc_atomic_load_i64, fc_atomic_store_i64
 from fastcore._core.clock cimport Clock, clock_now_ns
 
 
@@ -127,25 +130,27 @@ cdef inline int64_t hist_index_of(const HistLayout *layout, uint64_t value) noex
 
 
 cdef class LatencyHistogram:
+    # record reads the layout and the fields up to cache_to: together they span 128 bytes
     cdef HistLayout layout
     cdef readonly Clock clock
-    cdef int64_t window_ns
     cdef int64_t slice_ns
-    cdef int64_t slices
-    cdef hist_divisor slice_divisor  # now // slice_ns without a hardware divide (~20 ns here)
-    cdef hist_divisor slices_divisor # period // slices, likewise
+    cdef int64_t slot_hint          # the slot recorders last found live: see hist_live_slot
     cdef int64_t stride             # uint32 counters per slot: counts_len + 1 (overflow), padded
     cdef uint32_t *counts           # slices * stride
     cdef HistSlot *slots            # slices + 1: the last one holds limbo's lo/hi marks
-    cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
-    cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
     # whole-ring queries keep the merge of the closed slices (periods up to cache_to) and
     # redo it when the ring turns or a write lands in a closed slice (cache_dirty)
-    cdef uint64_t *cache            # stride
-    cdef int64_t cache_first        # oldest period merged into `cache`
     cdef int64_t cache_to           # newest period merged; writers at or below it set dirty
     cdef int64_t cache_dirty
+    cdef uint64_t *cache            # stride
+    cdef int64_t cache_first        # oldest period merged into `cache`
     cdef bint cache_valid
+    cdef int64_t window_ns
+    cdef int64_t slices
+    cdef hist_divisor slice_divisor  # now // slice_ns without a hardware divide (~20 ns here)
+    cdef hist_divisor slices_divisor # period // slices, likewise
+    cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
+    cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
@@ -168,23 +173,52 @@ cdef inline int64_t hist_period(LatencyHistogram h, int64_t now_ns) noexcept nog
     return <int64_t>hist_divide(<uint64_t>now_ns, h.slice_divisor)
 
 
+cdef inline int64_t hist_live_slot(LatencyHistogram h, int64_t now_ns,
+                                   int64_t *period) noexcept nogil:
+    """The slot live for now's period (its epoch is now // slice_ns), or -1 if that slot is
+    stale, being cleared or ahead; `period` receives now // slice_ns in both cases.
+
+    The slot recorders last found live is tried first: its epoch e is now's period exactly
+    when e * slice_ns <= now_ns < (e + 1) * slice_ns, one multiply and one unsigned compare
+    instead of two multiply-high divisions. A slot only ever holds periods congruent to its
+    index modulo `slices`, so a live epoch also proves the slot is period % slices."""
+    cdef int64_t slot = fc_atomic_load_i64(&h.slot_hint)
+    cdef int64_t epoch = fc_atomic_load_i64(&h.slots[slot].epoch)
+    # epoch >= 0 and a reading <= 2**62 keep the product and the difference inside int64
+    if epoch >= 0 and <uint64_t>(now_ns - epoch * h.slice_ns) < <uint64_t>h.slice_ns:
+        period[0] = epoch
+        return slot
+    period[0] = hist_period(h, now_ns)
+    slot = period[0] - <int64_t>hist_divide(period[0], h.slices_divisor) * h.slices
+    if fc_atomic_load_i64(&h.slots[slot].epoch) != period[0]:
+        return -1
+    fc_atomic_store_i64(&h.slot_hint, slot)
+    return slot
+
+
+cdef inline void hist_add_live(LatencyHistogram h, int64_t slot, int64_t period, int64_t index,
+                               uint32_t count) noexcept nogil:
+    """Add `count` at counter `index` of `slot`, which is live for `period`."""
+    cdef HistSlot *header = &h.slots[slot]
+    # marks share the epoch's cache line: two compares, written only when they widen
+    if index > fc_atomic_load_i64(&header.hi) or index < fc_atomic_load_i64(&header.lo):
+        hist_widen(header, index)
+    # fetch-add returns the new value: below the added count only if it wrapped past 2**32
+    if fc_atomic_add_u32(&h.counts[slot * h.stride + index], count) < count:
+        hist_carry(h, slot, index, (<uint64_t>1) << 32)
+    # a slot already merged into the whole-ring query cache: tell the next query
+    if period <= fc_atomic_load_i64(&h.cache_to):
+        hist_mark_dirty(h)
+
+
 cdef inline void hist_record_at(LatencyHistogram h, int64_t value_ns, uint32_t count,
                                 int64_t now_ns) noexcept nogil:
     """Record `count` values of `value_ns` at time `now_ns` (a batch's one timestamp)."""
     cdef int64_t index = hist_counter_index(h, value_ns)
-    cdef int64_t period = hist_period(h, now_ns)
-    cdef int64_t slot = period - <int64_t>hist_divide(period, h.slices_divisor) * h.slices
-    cdef HistSlot *header = &h.slots[slot]
-    if fc_atomic_load_i64(&header.epoch) == period:
-        # marks share the epoch's cache line: two compares, written only when they widen
-        if index > fc_atomic_load_i64(&header.hi) or index < fc_atomic_load_i64(&header.lo):
-            hist_widen(header, index)
-        # fetch-add returns the new value: below the added count only if it wrapped past 2**32
-        if fc_atomic_add_u32(&h.counts[slot * h.stride + index], count) < count:
-            hist_carry(h, slot, index, (<uint64_t>1) << 32)
-        # a slot already merged into the whole-ring query cache: tell the next query
-        if period <= fc_atomic_load_i64(&h.cache_to):
-            hist_mark_dirty(h)
+    cdef int64_t period
+    cdef int64_t slot = hist_live_slot(h, now_ns, &period)
+    if slot >= 0:
+        hist_add_live(h, slot, period, index, count)
     else:
         hist_add_at(h, index, count, period)
 

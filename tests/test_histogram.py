@@ -182,6 +182,16 @@ def test_counter_wrap_is_carried(hist):
     assert hist.percentile(100) == 5
 
 
+def test_total_past_64_bits_raises_instead_of_wrapping(hist):
+    # each bucket fits in 64 bits, their sum does not: the total is summed in halves
+    hist.record(5, 2 ** 63 - 1)
+    hist.record(7, 2 ** 63 - 1)
+    assert hist.count == 2 ** 64 - 2
+    hist.record(9, 3)
+    with pytest.raises(fastcore.HistogramOverflowError):
+        hist.count
+
+
 def test_record_many_tally_flushes_counts_beyond_32_bits(hist):
     # one bucket of a batch tallied privately in 64 bits; adding it to a nearly full counter
     hist.record(3, 2 ** 32 - 10)
@@ -264,6 +274,15 @@ def test_record_accepts_integer_like_values(hist):
     hist.record(np.int64(7), np.uint8(2))
     hist.record(True)
     assert hist.percentiles([0, 100]) == {0: 1, 100: 7}
+    assert hist.count == 3
+
+
+def test_record_methods_keep_their_signatures(hist):
+    # plain method descriptors (binding=False) whose signatures come from their docstrings
+    assert str(inspect.signature(hist.record)) == "(value_ns, count=1)"
+    assert str(inspect.signature(hist.record_many)) == "(values)"
+    hist.record(value_ns=5, count=2)
+    hist.record_many(values=np.array([6], dtype=np.int64))
     assert hist.count == 3
 
 
