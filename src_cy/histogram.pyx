@@ -13,7 +13,8 @@ import numpy as np
 cimport cython
 cimport numpy as cnp
 from libc.math cimport sqrt
-from libc.stdint cimport int64_t, uint64_t, uint32_t, intptr_t
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from libc.stdint cimport INT64_MAX, int64_t, uint64_t, uint32_t, intptr_t
 from libc.stdlib cimport abort, calloc, free, malloc
 from libc.string cimport memcpy, memset
 
@@ -768,8 +769,13 @@ cdef class LatencyHistogram:
 
         >>> h.record(2_000_000)        # 2 ms
         """
-        # exact-int checks are pointer compares; anything else goes through __index__ once
-        cdef int64_t value = value_ns if type(value_ns) is int else _as_int(value_ns, "latency")
+        # exact-int checks are pointer compares; anything else goes through __index__ once.
+        # An int past int64 is above any `highest`: counted in overflow, never an error.
+        cdef int too_large = 0
+        cdef int64_t value = PyLong_AsLongLongAndOverflow(
+            value_ns if type(value_ns) is int else _as_int(value_ns, "latency"), &too_large)
+        if too_large:
+            value = INT64_MAX if too_large > 0 else -1
         cdef int64_t n = 1 if count is 1 else (
             count if type(count) is int else _as_int(count, "count"))
         if value < 0 or n < 1:
