@@ -38,19 +38,25 @@ def _loop(function, arguments):
     return run
 
 
-def _round_robin(function, keys: list, warm: bool):
-    """``run()`` calling ``function`` on the next OPS keys of an endless walk over every key,
-    so each of N keys is touched once per N operations (the whole table, not its first OPS
-    keys). ``warm`` makes one full lap first, so a structure that starts empty is timed on
-    hits, like fastcore's pre-filled table."""
+def _walk(keys: list) -> list:
+    """The keys in chunks of OPS, laid end to end over whole laps of every key: built once per
+    key set, outside the setups, so the memory pass counts the structures, not the walk."""
     laps = -(-len(keys) // OPS)
     walk = [keys[i % len(keys)] for i in range(laps * OPS)]
-    chunks = itertools.cycle([walk[i:i + OPS] for i in range(0, len(walk), OPS)])
+    return [walk[i:i + OPS] for i in range(0, len(walk), OPS)]
+
+
+def _round_robin(function, walk: list, warm: bool):
+    """``run()`` calling ``function`` on the next chunk of an endless ``_walk`` over every
+    key, so each of N keys is touched once per N operations (the whole table, not its first
+    OPS keys). ``warm`` makes one full lap first, so a structure that starts empty is timed
+    on hits, like fastcore's pre-filled table."""
+    chunks = itertools.cycle(walk)
 
     def run():
         deque(map(function, next(chunks)), 0)
     if warm:
-        for _ in range(laps):
+        for _ in range(len(walk)):
             run()
     return run
 
@@ -110,17 +116,19 @@ PEERS = [
 
 
 def _try_acquire_workloads(label: str, keys: list, live_keys) -> list:
+    walk = _walk(keys)
+
     def fastcore_setup(clock=None):
         def setup():
             limiter = _keyed_fastcore(keys, clock)
-            run = _round_robin(limiter.try_acquire, keys, warm=False)
+            run = _round_robin(limiter.try_acquire, walk, warm=False)
             run.limiter = limiter
             return run
         return setup
 
     def floor_setup():
         floor = FloorKeyedBucket(1, HIGH_BURST)
-        return _round_robin(floor.try_acquire, keys, warm=True)
+        return _round_robin(floor.try_acquire, walk, warm=True)
 
     found = [
         Workload("token", f"try_acquire {label}", "fastcore.KeyedTokenBucket",
@@ -133,7 +141,7 @@ def _try_acquire_workloads(label: str, keys: list, live_keys) -> list:
     for subject, distribution, build in PEERS:
         found.append(Workload(
             "token", f"try_acquire {label}", subject,
-            (lambda build=build: _round_robin(build(keys), keys,
+            (lambda build=build: _round_robin(build(keys), walk,
                                               warm=len(keys) <= PEER_WARM_KEYS)),
             OPS, kind="peer",
             peer=distribution, keys=live_keys))
@@ -141,9 +149,11 @@ def _try_acquire_workloads(label: str, keys: list, live_keys) -> list:
 
 
 def _acquire_workload(keys: list) -> Workload:
+    walk = _walk(keys)
+
     def setup():
         limiter = _keyed_fastcore(keys)
-        return _round_robin(limiter.acquire, keys, warm=False)
+        return _round_robin(limiter.acquire, walk, warm=False)
     return Workload("token", "acquire (Decision) hot key", "fastcore.KeyedTokenBucket",
                     setup, OPS)
 
