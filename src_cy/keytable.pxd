@@ -49,8 +49,11 @@
 # amortized. make_room: a full sweep O(max_keys) happens only when now >= idle_not_before_ns
 # and at least max(1, live/16) full-table insert attempts came since the last sweep, so a
 # flood of unique keys costs O(16) slot checks per new key, amortized; between sweeps the
-# KEYTABLE_LRU_PROBE least recently used keys are checked for idleness. Below 32 keys every
-# full-table insert may sweep, so the policy is exact there.
+# KEYTABLE_LRU_PROBE least recently used keys are checked for idleness, then the next
+# KEYTABLE_HAND_PROBE slots from a hand that moves round the table (a clock hand: idle keys
+# that recent light use keeps away from the LRU tail are still reached, one stretch of the
+# table per insert). Below 32 keys every full-table insert may sweep, so the policy is exact
+# there.
 #
 # Math: bucket = (hash * 0x9E3779B97F4A7C15) >> (64 - log2(index size)) (Fibonacci hashing:
 # the top bits of the product, i.e. floor(frac(hash * phi^-1) * size)), which spreads
@@ -81,6 +84,7 @@ cdef enum:
     KEYTABLE_PAGE_SHIFT = 10                       # slots per state page = 1 << 10
     KEYTABLE_PAGE_MASK = (1 << 10) - 1             # slot & MASK == slot % 1024
     KEYTABLE_LRU_PROBE = 8                         # keys checked at the LRU tail between sweeps
+    KEYTABLE_HAND_PROBE = 16                       # slots checked from the hand between sweeps
     KEYTABLE_MIN_CAPACITY = 16                     # slots allocated at first
     KEYTABLE_PREFETCH_AHEAD = 16                   # batch entries between prefetch and use
     KEYTABLE_CACHE_LINE = 64                       # bytes; state pages are aligned to it
@@ -116,6 +120,7 @@ cdef class KeyTable:
     cdef uint64_t evictions_
     cdef int64_t idle_not_before_ns
     cdef Py_ssize_t full_inserts_since_sweep
+    cdef Py_ssize_t hand                 # next slot the between-sweeps check looks at
     cdef int64_t batches_in_flight
     cdef Clock clock_
 
@@ -133,6 +138,7 @@ cdef class KeyTable:
     cdef int ensure_page(self, Py_ssize_t s) except -1
     cdef int grow_index(self) except -1
     cdef bint sweep_due(self, int64_t now_ns) noexcept
+    cdef Py_ssize_t idle_near(self, int64_t now_ns) noexcept
     cdef int64_t room_wait_ns(self, int64_t now_ns) noexcept nogil
     cdef Decision full_denial(self, int64_t now_ns)
     cdef object acquire_batch(self, object keys, object costs, object now,

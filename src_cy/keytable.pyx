@@ -278,24 +278,41 @@ cdef class KeyTable:
         return (now_ns >= self.idle_not_before_ns
                 and self.full_inserts_since_sweep >= max(1, self.live >> 4))
 
+    cdef Py_ssize_t idle_near(self, int64_t now_ns) noexcept:
+        """An idle key's slot among the KEYTABLE_LRU_PROBE least recently used keys, then the
+        KEYTABLE_HAND_PROBE slots from the hand; -1 when none is idle. Reads only."""
+        cdef Py_ssize_t s = self.lru_tail, probed
+        for probed in range(KEYTABLE_LRU_PROBE):
+            if s < 0:
+                break
+            if self.slot_idle_at_ns(s) <= now_ns:
+                return s
+            s = self.slots[s].newer
+        s = self.hand
+        for probed in range(min(<Py_ssize_t>KEYTABLE_HAND_PROBE, self.slots_used)):
+            if s >= self.slots_used:
+                s = 0
+            if self.slots[s].key != NULL and self.slot_idle_at_ns(s) <= now_ns:
+                return s
+            s += 1
+        return -1
+
     cdef bint make_room(self, int64_t now_ns) except -1:
         """Free one slot of a full table by the documented policy; False means deny."""
-        cdef Py_ssize_t s, probed
+        cdef Py_ssize_t s
         self.full_inserts_since_sweep += 1
         if self.sweep_due(now_ns):
             self.sweep_idle(now_ns)
             if self.live < self.max_keys_:
                 return True
         elif now_ns >= self.idle_not_before_ns:
-            s = self.lru_tail
-            for probed in range(KEYTABLE_LRU_PROBE):
-                if s < 0:
-                    break
-                if self.slot_idle_at_ns(s) <= now_ns:
-                    self.wait_for_batches()
-                    self.remove_slot(s)
-                    return True
-                s = self.slots[s].newer
+            s = self.idle_near(now_ns)
+            # the hand moves on by a stretch per insert, so between sweeps it goes round
+            self.hand = (self.hand + KEYTABLE_HAND_PROBE) % self.slots_used
+            if s >= 0:
+                self.wait_for_batches()
+                self.remove_slot(s)
+                return True
         if self.on_full_policy == KEYTABLE_ON_FULL_DENY:
             return False
         self.wait_for_batches()
@@ -305,7 +322,7 @@ cdef class KeyTable:
 
     cdef bint room_available(self, int64_t now_ns):
         """Whether an insert now would get a slot (what make_room would decide, read-only)."""
-        cdef Py_ssize_t s, probed
+        cdef Py_ssize_t s
         if self.live < self.max_keys_ or self.on_full_policy == KEYTABLE_ON_FULL_EVICT:
             return True
         if now_ns < self.idle_not_before_ns:
@@ -315,14 +332,7 @@ cdef class KeyTable:
                 if self.slots[s].key != NULL and self.slot_idle_at_ns(s) <= now_ns:
                     return True
             return False
-        s = self.lru_tail
-        for probed in range(KEYTABLE_LRU_PROBE):
-            if s < 0:
-                break
-            if self.slot_idle_at_ns(s) <= now_ns:
-                return True
-            s = self.slots[s].newer
-        return False
+        return self.idle_near(now_ns) >= 0
 
     cdef int clear_all(self) except -1:
         cdef Py_ssize_t s

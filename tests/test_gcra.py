@@ -303,6 +303,25 @@ def test_large_table_drops_idle_keys_under_a_flood(clock):
     assert limiter.evictions == 10_000               # only the flood's own keys were live
 
 
+@pytest.mark.parametrize("on_full", ["evict", "deny"])
+def test_idle_keys_away_from_the_lru_tail_go_before_live_ones(clock, on_full):
+    # 64 keys: the 8 least recently used stay live (cost 2, full again at t=2), the other 56
+    # are idle at t=1.5 (cost 1). No sweep is due, the 8-key LRU check finds nothing idle,
+    # and the hand finds the idle keys: no live key is evicted, no new key denied.
+    limiter = KeyedTokenBucket(1, 2, max_keys=64, on_full=on_full, clock=clock)
+    for key in range(8):
+        assert limiter.try_acquire(f"k{key}", 2)
+    for key in range(8, 64):
+        assert limiter.try_acquire(f"k{key}", 1)
+    clock.advance(1.5)
+    for new in range(4):
+        assert limiter.try_acquire(f"new{new}")
+        assert limiter.peek(f"unseen{new}").allowed          # room for one more, read-only
+    assert limiter.evictions == 0
+    assert all(f"k{key}" in limiter for key in range(8))
+    assert all(f"new{new}" in limiter for new in range(4))
+
+
 def test_reset_one_key_keeps_its_handle_and_reset_all_forgets(clock):
     limiter = KeyedTokenBucket(1, 1, clock=clock)
     handle = limiter.handle("a")
