@@ -38,8 +38,9 @@ Decisions (the README's "ASGI middleware and decorators" section says the same f
   middleware outside sees it. The middleware never turns a bug into a decision: admitting
   would open a bypass, and a 429 would tell a healthy client to back off and retry forever.
 - Limiters: anything with ``acquire(key, cost) -> Decision``; an unkeyed ``TokenBucket`` is
-  one budget for the whole application; ``fastcore.redis.asyncio`` limiters are awaited; the sync ``fastcore.redis`` limiters are refused with ``TypeError``
-  because each decision would block the event loop for a Redis round trip.
+  one budget for the whole application; ``fastcore.redis.asyncio`` limiters are awaited;
+  the sync ``fastcore.redis`` limiters are refused with ``TypeError`` because each
+  decision would block the event loop for a Redis round trip.
 """
 
 import json

@@ -14,8 +14,9 @@ Decisions:
 
 - Any limiter with ``acquire(key, cost) -> Decision`` works: the local keyed limiters, and
   ``fastcore.redis`` / ``fastcore.redis.asyncio`` limiters (the asyncio ones' ``acquire`` is
-  a coroutine function, so its result is awaited). An unkeyed ``fastcore.TokenBucket`` (``acquire(cost)``)
-  works too, as one budget shared by every call; the decorator then takes no ``key``.
+  a coroutine function, so its result is awaited). An unkeyed ``fastcore.TokenBucket``
+  (``acquire(cost)``) works too, as one budget shared by every call; the decorator then
+  takes no ``key``.
 - ``acquire`` rather than ``try_acquire``: a denial must carry ``retry_after``.
 - The sync Redis limiter does network I/O on every call, so it is refused (``TypeError``) for
   ``async def`` functions and in the middleware: it would stall every task of the event loop

@@ -119,7 +119,8 @@ cdef class KeyTable:
         stride divides 64 (8 for GCRA and the counter) never straddles two lines.
         """
         cdef Py_ssize_t page = s >> KEYTABLE_PAGE_SHIFT
-        cdef Py_ssize_t size = KEYTABLE_GENERATIONS_BYTES + (KEYTABLE_PAGE_MASK + 1) * self.state_stride
+        cdef Py_ssize_t size = (KEYTABLE_GENERATIONS_BYTES
+                                + (KEYTABLE_PAGE_MASK + 1) * self.state_stride)
         cdef void* memory
         while self.pages_allocated <= page:
             if posix_memalign(&memory, KEYTABLE_CACHE_LINE, size) != 0:

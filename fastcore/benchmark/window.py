@@ -3,8 +3,9 @@
 Groups (one ``operation`` each): ``try_acquire`` on one hot key, round robin over every one
 of ``keys`` keys, over random keys of a table of ``large_keys`` (optional: 10 million keys
 need several GB), and ``acquire_many`` per decision on ``batch`` random handles of a table of
-``keys`` keys (the token bucket's batch workload, so the two compare directly). fastcore runs on the system monotonic clock, like the peers, with limits too
-high to deny (10,000,000 per 10 ms window), so every call does the full work.
+``keys`` keys (the token bucket's batch workload, so the two compare directly). fastcore
+runs on the system monotonic clock, like the peers, with limits too high to deny
+(10,000,000 per 10 ms window), so every call does the full work.
 ``fastcore.KeyedTokenBucket`` runs the same sequences: the issue's targets are ratios to it.
 """
 
