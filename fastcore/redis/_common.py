@@ -312,6 +312,16 @@ def own_connection_kwargs(pool, timeout, retry):
     return kwargs
 
 
+def cost_value(cost) -> float:
+    """``cost`` as a float once it is a finite number >= 0; TypeError / InvalidCost else."""
+    if not isinstance(cost, numbers.Real):
+        raise TypeError(f"cost must be a number, got {cost!r}")
+    value = float(cost)
+    if not value >= 0.0 or math.isinf(value):
+        raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
+    return value
+
+
 def _positive_seconds(value, name, *, allow_zero=False):
     ns = seconds_to_ns(value, name)
     if ns == 0 and not allow_zero:
@@ -642,11 +652,7 @@ class TokenBucketBase(LimiterBase):
         """ceil(cost * T) in ns, exactly as the local bucket computes it; validates ``cost``."""
         increment = self._incs.get(cost)
         if increment is None:
-            if not isinstance(cost, numbers.Real):
-                raise TypeError(f"cost must be a number, got {cost!r}")
-            value = float(cost)
-            if not value >= 0.0 or math.isinf(value):
-                raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
+            value = cost_value(cost)
             if value > self.burst:
                 raise CostExceedsBurst(
                     f"cost {value!r} exceeds the burst {self.burst!r}: it could never be admitted")

@@ -52,13 +52,12 @@ units unspent when a lease expires stay counted until their slice leaves.
 
 import hashlib
 import math
-import numbers
 from fractions import Fraction
 
 
 from fastcore._core.decision import Decision
-from fastcore.errors import CostExceedsLimit, InvalidCost, InvalidRate
-from fastcore.redis._common import ACQUIRE, GIVE_BACK, LUA_DIV, LimiterBase
+from fastcore.errors import CostExceedsLimit, InvalidRate
+from fastcore.redis._common import ACQUIRE, GIVE_BACK, LUA_DIV, LimiterBase, cost_value
 
 __all__ = ["WINDOW_LUA", "WINDOW_SHA", "WindowBase"]
 
@@ -231,11 +230,7 @@ class WindowBase(LimiterBase):
         """ceil(cost * 2**F), exactly as the local window counts it; validates ``cost``."""
         units = self._units.get(cost)
         if units is None:
-            if not isinstance(cost, numbers.Real):
-                raise TypeError(f"cost must be a number, got {cost!r}")
-            value = float(cost)
-            if not value >= 0.0 or math.isinf(value):
-                raise InvalidCost(f"cost must be finite and >= 0, got {cost!r}")
+            value = cost_value(cost)
             if value > self.limit:
                 raise CostExceedsLimit(
                     f"cost {value!r} exceeds the limit {self.limit!r}: it could never be admitted")
