@@ -8,8 +8,8 @@ import numpy as np
 from fastcore._core.atomic cimport fc_atomic_store_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
-    KEYTABLE_PREFETCH_AHEAD, keytable_state_at, keytable_lookup, keytable_note_idle_at,
-    keytable_prefetch_for_write, keytable_slot_for, keytable_state,
+    KEYTABLE_PREFETCH_AHEAD, keytable_lookup, keytable_prefetch_for_write, keytable_release,
+    keytable_requeue, keytable_slot_for, keytable_state, keytable_state_at,
 )
 
 from fastcore._units import gcra_params
@@ -161,13 +161,11 @@ cdef class KeyedTokenBucket(KeyTable):
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t tat_after_ns
-        if s < 0:
-            return False
-        if gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, self.tau_ns, now_ns,
-                      &tat_after_ns):
-            keytable_note_idle_at(self, tat_after_ns)
-            return True
-        return False
+        cdef bint allowed = s >= 0 and gcra_admit(<int64_t*>keytable_state(self, s),
+                                                  increment_ns, self.tau_ns, now_ns,
+                                                  &tat_after_ns)
+        keytable_release(self)
+        return allowed
 
     def acquire(self, key, double cost=1.0):
         """Take ``cost`` tokens from ``key``'s bucket if available; the full ``Decision``."""
@@ -177,11 +175,11 @@ cdef class KeyedTokenBucket(KeyTable):
         cdef int64_t tat_after_ns
         cdef bint allowed
         if s < 0:
+            keytable_release(self)
             return self.full_denial(now_ns)
         allowed = gcra_admit(<int64_t*>keytable_state(self, s), increment_ns, self.tau_ns,
                              now_ns, &tat_after_ns)
-        if allowed:
-            keytable_note_idle_at(self, tat_after_ns)
+        keytable_release(self)
         return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
                              self.tau_ns)
 
@@ -205,11 +203,12 @@ cdef class KeyedTokenBucket(KeyTable):
         cdef Py_ssize_t s
         if key is None:
             self.clear_all()
+            keytable_release(self)
             return
         s = keytable_lookup(self, key, PyObject_Hash(key))
         if s >= 0:
             fc_atomic_store_i64(<int64_t*>keytable_state(self, s), 0)
-            keytable_note_idle_at(self, 0)
+            keytable_requeue(self, s, clock_now_ns(self.clock_))
 
     def acquire_many(self, keys, costs=None, *, now=None, with_retry_after=False):
         """Decide a whole batch in one nogil loop; a numpy bool array, one entry per key.
@@ -271,7 +270,6 @@ cdef class KeyedTokenBucket(KeyTable):
             if gcra_admit(<int64_t*>keytable_state_at(pages, stride, s & slot_mask),
                           increment_ns, tau_ns, now_ns, &tat_after_ns):
                 allowed[i] = 1
-                keytable_note_idle_at(self, tat_after_ns)
             else:
                 allowed[i] = 0
                 if retry != NULL:

@@ -1,8 +1,9 @@
-"""Bounded key -> slot table shared by the keyed limiters (see keytable.pxd for the layout)."""
+"""Bounded key -> slot table shared by the keyed limiters (see keytable.pxd for the layout,
+the invariants and the re-entrancy rules)."""
 from cpython.object cimport PyObject_Hash
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport INT64_MAX, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport abort, calloc, free, malloc, realloc
 from posix.stdlib cimport posix_memalign
 from libc.string cimport memset
 from posix.unistd cimport usleep
@@ -13,6 +14,10 @@ from fastcore._core.atomic cimport fc_atomic_add_i64, fc_atomic_load_i64
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
 from fastcore._core.decision cimport decision_new
+from fastcore._core.idlequeue cimport (
+    IDLEQUEUE_DUE, IDLEQUEUE_LISTS, IdleLink, idlequeue_advance, idlequeue_init,
+    idlequeue_list_of, idlequeue_move, idlequeue_next_ns, idlequeue_push, idlequeue_unlink,
+)
 
 from fastcore._units import seconds_to_ns
 from fastcore.errors import FastcoreError
@@ -33,10 +38,13 @@ cdef class KeyTable:
         self.slots = NULL
         self.index = NULL
         self.state_pages = NULL
+        self.idle.links = NULL
+        self.dead = NULL
         self.free_slot = -1
         self.lru_head = -1
         self.lru_tail = -1
         self.idle_not_before_ns = INT64_MAX
+        idlequeue_init(&self.idle)
 
     cdef int keytable_init(self, object max_keys, object on_full, object clock,
                            Py_ssize_t state_bytes) except -1:
@@ -58,10 +66,12 @@ cdef class KeyTable:
         self.state_pages = <char**>calloc(pages, sizeof(char*))
         self.slot_capacity = min(<Py_ssize_t>KEYTABLE_MIN_CAPACITY, self.max_keys_)
         self.slots = <KeySlot*>calloc(self.slot_capacity, sizeof(KeySlot))
+        self.idle.links = <IdleLink*>calloc(self.slot_capacity, sizeof(IdleLink))
         self.index_shift = 59                   # 32 buckets = 2 * KEYTABLE_MIN_CAPACITY
         self.index_mask = 31
         self.index = <int32_t*>malloc(32 * sizeof(int32_t))
-        if self.state_pages == NULL or self.slots == NULL or self.index == NULL:
+        if (self.state_pages == NULL or self.slots == NULL or self.index == NULL
+                or self.idle.links == NULL):
             raise MemoryError()
         memset(self.index, 0xFF, 32 * sizeof(int32_t))   # every bucket -1 (empty)
         return 0
@@ -72,6 +82,11 @@ cdef class KeyTable:
             for s in range(self.slots_used):
                 Py_XDECREF(self.slots[s].key)
             free(self.slots)
+        if self.dead != NULL:
+            for s in range(self.dead_len):
+                Py_XDECREF(self.dead[s])
+            free(self.dead)
+        free(self.idle.links)
         free(self.index)
         if self.state_pages != NULL:
             for p in range(self.pages_allocated):
@@ -100,11 +115,20 @@ cdef class KeyTable:
     cdef int64_t idle_horizon_ns(self, int64_t now_ns) noexcept nogil:
         return 1
 
-    # -- growth --------------------------------------------------------------------------
+    # -- growth (may raise MemoryError; changes no key, so an error leaves nothing half-done) --
 
-    cdef int grow_slots(self) except -1:
-        cdef Py_ssize_t capacity = min(self.slot_capacity * 2, self.max_keys_)
-        cdef KeySlot* grown = <KeySlot*>realloc(self.slots, capacity * sizeof(KeySlot))
+    cdef int grow_slots(self, Py_ssize_t capacity) except -1:
+        """Room for `capacity` slots (at most max_keys) in the slot and idle-link arrays."""
+        cdef KeySlot* grown
+        cdef IdleLink* links
+        capacity = min(capacity, self.max_keys_)
+        if capacity <= self.slot_capacity:
+            return 0
+        links = <IdleLink*>realloc(self.idle.links, capacity * sizeof(IdleLink))
+        if links == NULL:
+            raise MemoryError()
+        self.idle.links = links
+        grown = <KeySlot*>realloc(self.slots, capacity * sizeof(KeySlot))
         if grown == NULL:
             raise MemoryError()
         memset(grown + self.slot_capacity, 0, (capacity - self.slot_capacity) * sizeof(KeySlot))
@@ -113,7 +137,7 @@ cdef class KeyTable:
         return 0
 
     cdef int ensure_page(self, Py_ssize_t s) except -1:
-        """Allocate the state page holding slot s; pages never move once allocated.
+        """Allocate the state pages up to the one holding slot s; pages never move.
 
         Pages start on a cache line and the generations take whole lines, so an entry whose
         stride divides 64 (8 for GCRA and the counter) never straddles two lines.
@@ -142,6 +166,7 @@ cdef class KeyTable:
         self.index = grown
         self.index_mask = size - 1
         self.index_shift -= 1
+        self.version += 1                          # a probe paused in __eq__ must start again
         for s in range(self.slots_used):
             if self.slots[s].key != NULL:
                 i = keytable_bucket(self, self.slots[s].hash)
@@ -150,24 +175,69 @@ cdef class KeyTable:
                 self.index[i] = <int32_t>s
         return 0
 
+    cdef int reserve(self, Py_ssize_t new_keys, Py_ssize_t removals) except -1:
+        """Allocate ahead what `new_keys` inserts and `removals` removals need, so that the
+        inserts and removals that follow cannot fail half-way."""
+        cdef Py_ssize_t keys = min(self.live + new_keys, self.max_keys_)
+        cdef Py_ssize_t slots = min(self.slots_used + new_keys, self.max_keys_)
+        cdef Py_ssize_t capacity
+        cdef PyObject** grown
+        if slots > self.slot_capacity:
+            capacity = self.slot_capacity
+            while capacity < slots:
+                capacity *= 2
+            self.grow_slots(capacity)
+        if slots > 0:
+            self.ensure_page(slots - 1)
+        while keys * 2 > self.index_mask + 1:
+            self.grow_index()
+        if self.dead_len + removals > self.dead_capacity:
+            capacity = max(self.dead_len + removals, 2 * self.dead_capacity, 8)
+            grown = <PyObject**>realloc(self.dead, capacity * sizeof(PyObject*))
+            if grown == NULL:
+                raise MemoryError()
+            self.dead = grown
+            self.dead_capacity = capacity
+        return 0
+
     # -- insertion and removal -------------------------------------------------------------
 
     cdef Py_ssize_t insert(self, object key, Py_hash_t h, int64_t now_ns) except -2:
-        """Insert an absent key with fresh state as most recently used; -1 when denied."""
+        """Insert `key`, which a lookup just found absent; -1 when a full table denies it.
+
+        A full table must remove a key, which waits for running batches without the GIL;
+        if the table changed meanwhile the key is looked up again (another thread may have
+        inserted it), so the slot returned always holds `key` (re-entrancy rule 2).
+        """
+        cdef uint64_t version
+        cdef Py_ssize_t s
+        while (self.live >= self.max_keys_
+               and fc_atomic_load_i64(&self.batches_in_flight) > 0):
+            version = self.version
+            self.wait_for_batches()
+            if self.version != version:
+                s = keytable_lookup(self, key, h)     # may run Python: loop to check again
+                if s >= 0:
+                    keytable_touch(self, s)
+                    return s
+        return self.place(key, h, now_ns)
+
+    cdef Py_ssize_t place(self, object key, Py_hash_t h, int64_t now_ns) except -2:
+        """Insert an absent key with fresh state as most recently used; -1 when denied.
+
+        Runs no Python code and keeps the GIL: the caller guarantees that no batch is in
+        flight if the table is full. Allocation comes first, so MemoryError changes nothing.
+        """
         cdef Py_ssize_t s, i
         cdef KeySlot* slot
+        self.reserve(1, 1)
         if self.live >= self.max_keys_ and not self.make_room(now_ns):
             return -1
-        if (self.live + 1) * 2 > self.index_mask + 1:
-            self.grow_index()
         if self.free_slot >= 0:
             s = self.free_slot
             self.free_slot = self.slots[s].older
         else:
-            if self.slots_used == self.slot_capacity:
-                self.grow_slots()
             s = self.slots_used
-            self.ensure_page(s)
             self.slots_used += 1
         slot = &self.slots[s]
         Py_INCREF(key)
@@ -185,19 +255,24 @@ cdef class KeyTable:
             i = (i + 1) & self.index_mask
         self.index[i] = <int32_t>s
         self.live += 1
+        self.version += 1
         keytable_generation(self, s)[0] += 1      # odd: occupied
         self.slot_reset(s)
+        idlequeue_push(&self.idle, <int32_t>s, now_ns)   # fresh: idle from now
         if FASTCORE_DEBUG:
             self.check_invariants()
         return s
 
-    cdef int remove_slot(self, Py_ssize_t s) except -1:
-        """Take slot s out of the index and the LRU list; its key is released last, once the
-        table is consistent, because releasing it may run arbitrary Python code."""
+    cdef void remove_slot(self, Py_ssize_t s) noexcept:
+        """Take slot s out of the index, the LRU list and the idle queue. The key's reference
+        moves to `dead` (reserved beforehand), released at the end of the public call,
+        because releasing it may run arbitrary Python code (re-entrancy rule 3)."""
         cdef KeySlot* slot = &self.slots[s]
-        cdef PyObject* key = slot.key
         cdef Py_ssize_t i = keytable_bucket(self, slot.hash)
         cdef Py_ssize_t j, home
+        if FASTCORE_DEBUG and (slot.key == NULL or self.dead_len >= self.dead_capacity
+                               or fc_atomic_load_i64(&self.batches_in_flight) != 0):
+            abort()                                # a stale choice: never continue past it
         while self.index[i] != s:
             i = (i + 1) & self.index_mask
         # Backward-shift deletion (linear probing, no tombstones): move later entries of the
@@ -221,6 +296,9 @@ cdef class KeyTable:
             self.slots[slot.older].newer = slot.newer
         else:
             self.lru_tail = slot.newer
+        idlequeue_unlink(&self.idle, <int32_t>s)
+        self.dead[self.dead_len] = slot.key
+        self.dead_len += 1
         slot.key = NULL
         keytable_generation(self, s)[0] += 1      # even: free; the key's handles go stale
         self.lost_a_key = True
@@ -228,14 +306,28 @@ cdef class KeyTable:
         slot.older = self.free_slot
         self.free_slot = <int32_t>s
         self.live -= 1
-        if FASTCORE_DEBUG:
-            self.check_invariants()
-        Py_XDECREF(key)
+        self.version += 1
+
+    cdef int release_dead(self) except -1:
+        """Drop the references of removed keys. Each release may run a __del__ that
+        re-enters the table (and removes more keys): fields are re-read every round."""
+        cdef PyObject* key
+        while self.dead_len > 0:
+            self.dead_len -= 1
+            key = self.dead[self.dead_len]
+            Py_XDECREF(key)
+        if self.dead_capacity > 4096 and self.dead_len == 0:
+            free(self.dead)                       # a large drop: give its reservation back
+            self.dead = NULL
+            self.dead_capacity = 0
         return 0
 
     cdef int check_invariants(self) except -1:
-        """Debug builds only: the index, the LRU list and the live count agree."""
-        cdef Py_ssize_t s, i, in_index = 0, in_lru = 0
+        """Debug builds only: the index, the LRU list, the idle queue and the live count
+        agree, generations are odd exactly on occupied slots, queued entries sit in the
+        list their time names."""
+        cdef Py_ssize_t s, i, in_index = 0, in_lru = 0, queued = 0, due = 0
+        cdef int lst
         for i in range(self.index_mask + 1):
             if self.index[i] >= 0:
                 in_index += 1
@@ -243,106 +335,129 @@ cdef class KeyTable:
         s = self.lru_head
         while s >= 0:
             in_lru += 1
+            assert self.slots[s].key != NULL
             s = self.slots[s].older
-        assert in_index == in_lru == self.live <= self.max_keys_, (in_index, in_lru, self.live)
+        for lst in range(IDLEQUEUE_LISTS):
+            s = self.idle.heads[lst]
+            if lst:
+                assert (s >= 0) == bool(self.idle.occupied & ((<uint64_t>1) << (lst - 1)))
+            while s >= 0:
+                queued += 1
+                due += lst == IDLEQUEUE_DUE
+                assert self.slots[s].key != NULL
+                assert idlequeue_list_of(&self.idle, self.idle.links[s].queued_ns) == lst
+                if lst:
+                    assert self.idle.links[s].queued_ns >= self.idle.floor_ns
+                s = self.idle.links[s].next
+        assert in_index == in_lru == queued == self.live <= self.max_keys_, (
+            in_index, in_lru, queued, self.live)
+        assert due == self.idle.due_count, (due, self.idle.due_count)
+        assert self.dead_len <= self.dead_capacity
+        for s in range(self.slots_used):
+            assert (keytable_generation(self, s)[0] & 1) == (self.slots[s].key != NULL), s
         if not self.lost_a_key:
             for s in range(self.slots_used):
                 assert keytable_generation(self, s)[0] == 1, (s, keytable_generation(self, s)[0])
         return 0
 
     cdef int wait_for_batches(self) except -1:
-        """Block (without the GIL) until no nogil batch uses slot state: removal is safe."""
-        while fc_atomic_load_i64(&self.batches_in_flight) > 0:
-            with nogil:
-                while fc_atomic_load_i64(&self.batches_in_flight) > 0:
-                    usleep(50)
-        return 0
+        """Wait without the GIL until no nogil batch uses slot state; 1 if it had to wait
+        (other threads ran meanwhile: slots found before may be stale), else 0.
 
-    cdef int sweep_idle(self, int64_t now_ns) except -1:
-        """Drop every idle key and recompute idle_not_before_ns exactly."""
-        cdef Py_ssize_t s
-        cdef int64_t idle_at, earliest = INT64_MAX
-        self.wait_for_batches()
-        for s in range(self.slots_used):
-            if self.slots[s].key == NULL:
-                continue
-            idle_at = self.slot_idle_at_ns(s)
-            if idle_at <= now_ns:
-                self.remove_slot(s)
-            elif idle_at < earliest:
-                earliest = idle_at
-        self.idle_not_before_ns = earliest
-        self.full_inserts_since_sweep = 0
-        return 0
+        Writer preference: removers_waiting tells batches that start meanwhile to run with
+        the GIL held (run_kernel), so only the batches already running are waited for. On
+        return the GIL is held and batches_in_flight is 0; it stays 0 until this thread
+        releases the GIL or runs Python code.
+        """
+        if fc_atomic_load_i64(&self.batches_in_flight) == 0:
+            return 0
+        fc_atomic_add_i64(&self.removers_waiting, 1)
+        try:
+            while fc_atomic_load_i64(&self.batches_in_flight) > 0:
+                with nogil:
+                    while fc_atomic_load_i64(&self.batches_in_flight) > 0:
+                        usleep(20)
+        finally:
+            fc_atomic_add_i64(&self.removers_waiting, -1)
+        return 1
 
-    cdef bint sweep_due(self, int64_t now_ns) noexcept:
-        return (now_ns >= self.idle_not_before_ns
-                and self.full_inserts_since_sweep >= max(1, self.live >> 4))
+    cdef Py_ssize_t idle_slot(self, int64_t now_ns) noexcept:
+        """The slot of a key idle at now_ns, or -1 when no key is (exact; see idlequeue.pxd).
+        Reads only what a decision sees (room_available's question).
 
-    cdef Py_ssize_t idle_near(self, int64_t now_ns) noexcept:
-        """An idle key's slot among the KEYTABLE_LRU_PROBE least recently used keys, then the
-        KEYTABLE_HAND_PROBE slots from the hand; -1 when none is idle. Reads only."""
-        cdef Py_ssize_t s = self.lru_tail, probed
-        for probed in range(KEYTABLE_LRU_PROBE):
-            if s < 0:
-                break
-            if self.slot_idle_at_ns(s) <= now_ns:
+        Drains the DUE list: an entry whose key is not idle after all (admissions moved its
+        idle time) is queued again at that time, later than now. Each such move is paid for
+        by the admissions that moved the key's idle time, so the drain is O(1) amortised. A
+        clock that went back (now_ns < cursor) can leave such an entry in DUE: at most
+        due_count entries are looked at, so the loop always ends.
+        """
+        cdef Py_ssize_t budget
+        cdef int32_t s
+        cdef int64_t idle_at_ns
+        idlequeue_advance(&self.idle, now_ns)
+        budget = self.idle.due_count
+        while budget > 0:
+            budget -= 1
+            s = self.idle.heads[IDLEQUEUE_DUE]
+            idle_at_ns = self.slot_idle_at_ns(s)
+            if idle_at_ns <= now_ns:
                 return s
-            s = self.slots[s].newer
-        s = self.hand
-        for probed in range(min(<Py_ssize_t>KEYTABLE_HAND_PROBE, self.slots_used)):
-            if s >= self.slots_used:
-                s = 0
-            if self.slots[s].key != NULL and self.slot_idle_at_ns(s) <= now_ns:
-                return s
-            s += 1
+            idlequeue_move(&self.idle, s, idle_at_ns)
+        self.idle_not_before_ns = idlequeue_next_ns(&self.idle)
         return -1
 
     cdef bint make_room(self, int64_t now_ns) except -1:
-        """Free one slot of a full table by the documented policy; False means deny."""
-        cdef Py_ssize_t s
-        self.full_inserts_since_sweep += 1
-        if self.sweep_due(now_ns):
-            self.sweep_idle(now_ns)
-            if self.live < self.max_keys_:
-                return True
-        elif now_ns >= self.idle_not_before_ns:
-            s = self.idle_near(now_ns)
-            # the hand moves on by a stretch per insert, so between sweeps it goes round
-            self.hand = (self.hand + KEYTABLE_HAND_PROBE) % self.slots_used
-            if s >= 0:
-                self.wait_for_batches()
+        """Free room in a full table by the documented policy; False means deny.
+
+        Every idle key goes (what a sweep of the whole table would drop: the idle queue's DUE
+        list holds them all, see idlequeue.pxd); the DUE entries that are not idle after all
+        are queued again at their idle time. Only when no key is idle does the policy apply:
+        evict the least recently used key, or deny. GIL held, no batch in flight (the caller
+        waited), no Python code; the removals' reservation comes first, so MemoryError
+        removes nothing.
+        """
+        cdef Py_ssize_t budget, removed = 0
+        cdef int32_t s
+        cdef int64_t idle_at_ns
+        if FASTCORE_DEBUG:
+            assert fc_atomic_load_i64(&self.batches_in_flight) == 0
+        idlequeue_advance(&self.idle, now_ns)
+        self.reserve(0, self.idle.due_count + 1)
+        budget = self.idle.due_count         # a clock that went back may re-queue into DUE
+        while budget > 0:
+            budget -= 1
+            s = self.idle.heads[IDLEQUEUE_DUE]
+            idle_at_ns = self.slot_idle_at_ns(s)
+            if idle_at_ns <= now_ns:
                 self.remove_slot(s)
-                return True
+                removed += 1
+            else:
+                idlequeue_move(&self.idle, s, idle_at_ns)
+        if removed:
+            return True
+        self.idle_not_before_ns = idlequeue_next_ns(&self.idle)
         if self.on_full_policy == KEYTABLE_ON_FULL_DENY:
             return False
-        self.wait_for_batches()
         self.remove_slot(self.lru_tail)
         self.evictions_ += 1
         return True
 
     cdef bint room_available(self, int64_t now_ns):
-        """Whether an insert now would get a slot (what make_room would decide, read-only)."""
-        cdef Py_ssize_t s
+        """Whether an insert now would get a slot (what make_room would decide). Removes
+        nothing; may re-place idle-queue entries, which changes no decision."""
         if self.live < self.max_keys_ or self.on_full_policy == KEYTABLE_ON_FULL_EVICT:
             return True
-        if now_ns < self.idle_not_before_ns:
-            return False
-        if self.full_inserts_since_sweep + 1 >= max(1, self.live >> 4):
-            for s in range(self.slots_used):
-                if self.slots[s].key != NULL and self.slot_idle_at_ns(s) <= now_ns:
-                    return True
-            return False
-        return self.idle_near(now_ns) >= 0
+        return self.idle_slot(now_ns) >= 0
 
     cdef int clear_all(self) except -1:
         cdef Py_ssize_t s
         self.wait_for_batches()
+        self.reserve(0, self.live)
         for s in range(self.slots_used):
             if self.slots[s].key != NULL:
                 self.remove_slot(s)
-        self.idle_not_before_ns = INT64_MAX
-        self.full_inserts_since_sweep = 0
+        if FASTCORE_DEBUG:
+            self.check_invariants()
         return 0
 
     # -- decisions shared by every keyed limiter ----------------------------------------------
@@ -379,18 +494,44 @@ cdef class KeyTable:
         cdef double[::1] retry_view = retry if retry is not None else None
         cdef int64_t[::1] handles
         cdef int64_t* slots
+        cdef list key_list
         if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
             handles = np.ascontiguousarray(keys, dtype=np.int64)
             self.decide_handles(handles, unit_costs, now_ns, allowed_view, retry_view)
         else:
-            slots = <int64_t*>malloc(max(n, 1) * sizeof(int64_t))
+            key_list = list(keys)
+            if len(key_list) != n:
+                raise ValueError(f"keys changed length while read: {n} then {len(key_list)}")
+            slots = <int64_t*>malloc(max(n, 1) * 3 * sizeof(int64_t))
             if slots == NULL:
                 raise MemoryError()
             try:
-                self.decide_keys(keys, n, slots, unit_costs, now_ns, allowed_view, retry_view)
+                self.decide_keys(key_list, n, slots, unit_costs, now_ns, allowed_view,
+                                 retry_view)
             finally:
                 free(slots)
+                keytable_release(self)
         return (allowed, retry) if with_retry_after else allowed
+
+    cdef void run_kernel(self, const int64_t* slots_or_handles, int64_t slot_mask,
+                         Py_ssize_t n, const int64_t* costs, int64_t now_ns,
+                         uint8_t* allowed, double* retry) noexcept:
+        """Run the owner's kernel on slots that are valid now (GIL held, no Python since).
+
+        Normally without the GIL, with batches_in_flight raised so that no key leaves the
+        table meanwhile. While a remover waits (writer preference) the kernel runs holding
+        the GIL instead: it cannot then be overtaken by a removal, and the remover waits only
+        for the batches that were already running.
+        """
+        if n <= 0:
+            return
+        if fc_atomic_load_i64(&self.removers_waiting) > 0:
+            self.decide_range(slots_or_handles, slot_mask, n, costs, now_ns, allowed, retry)
+            return
+        fc_atomic_add_i64(&self.batches_in_flight, 1)
+        with nogil:
+            self.decide_range(slots_or_handles, slot_mask, n, costs, now_ns, allowed, retry)
+        fc_atomic_add_i64(&self.batches_in_flight, -1)
 
     cdef int decide_handles(self, int64_t[::1] handles, int64_t[::1] costs, int64_t now_ns,
                             uint8_t[::1] allowed, double[::1] retry) except -1:
@@ -398,7 +539,8 @@ cdef class KeyTable:
 
         batch_begin may change state (the counter's maintenance pass), so it runs only once
         the whole batch is known valid; if it released the GIL, keys may have left the table
-        meanwhile and the handles are checked again.
+        meanwhile and the handles are checked again. Between the last check and the kernel
+        the GIL is held and no Python code runs, so no handle goes stale in between.
         """
         cdef Py_ssize_t n = handles.shape[0]
         if n == 0:
@@ -406,27 +548,20 @@ cdef class KeyTable:
         self.check_handles(handles)
         if self.batch_begin(now_ns):
             self.check_handles(handles)
-        # From here to the end of the kernel no key may leave the table: the GIL is held until
-        # batches_in_flight is raised, and removals wait for it to drop.
-        fc_atomic_add_i64(&self.batches_in_flight, 1)
-        try:
-            with nogil:
-                self.decide_range(&handles[0], KEYTABLE_SLOT_MASK, n,
-                                  &costs[0] if costs is not None else NULL,
-                                  now_ns, &allowed[0],
-                                  &retry[0] if retry is not None else NULL)
-        finally:
-            fc_atomic_add_i64(&self.batches_in_flight, -1)
+        self.run_kernel(&handles[0], KEYTABLE_SLOT_MASK, n,
+                        &costs[0] if costs is not None else NULL,
+                        now_ns, &allowed[0], &retry[0] if retry is not None else NULL)
         return 0
 
     cdef int check_handles(self, int64_t[::1] handles) except -1:
-        """Raise IndexError for the first malformed or stale handle (GIL released meanwhile)."""
+        """Raise IndexError for the first malformed or stale handle. Reads only."""
         cdef Py_ssize_t bad, n = handles.shape[0]
-        fc_atomic_add_i64(&self.batches_in_flight, 1)    # no key leaves while checking
-        try:
+        if fc_atomic_load_i64(&self.removers_waiting) > 0:
+            bad = self.first_bad_handle(&handles[0], n)       # with the GIL, see run_kernel
+        else:
+            fc_atomic_add_i64(&self.batches_in_flight, 1)    # no key leaves while checking
             with nogil:
                 bad = self.first_bad_handle(&handles[0], n)
-        finally:
             fc_atomic_add_i64(&self.batches_in_flight, -1)
         if bad >= 0:
             raise IndexError(f"handle {handles[bad]} at position {bad} is unknown or stale "
@@ -454,52 +589,78 @@ cdef class KeyTable:
                 return i
         return -1
 
-    cdef int decide_keys(self, object keys, Py_ssize_t n, int64_t* slots, int64_t[::1] costs,
+    cdef int decide_keys(self, list keys, Py_ssize_t n, int64_t* slots, int64_t[::1] costs,
                          int64_t now_ns, uint8_t[::1] allowed, double[::1] retry) except -1:
-        """Resolve keys to slots (hashing every key before any insert), then decide.
+        """A batch of keys in three phases (re-entrancy rule 4).
 
-        Decisions resolved so far are made before any key could leave a full table, so an
-        eviction never recycles a slot that a pending decision still names.
+        1. Resolve, changing nothing: hash every key, name each distinct key by its first
+           position (a dict: equality as Python defines it) and look that one up. Any
+           exception leaves the table as it was. When the table changed meanwhile (a key's
+           Python code, another thread, the owner's batch_begin waiting), resolve again.
+        2. Commit with the GIL held and no Python code: allocation first (MemoryError still
+           changes nothing), then touch or insert each key in order. An insert into a full
+           table may evict a key that an earlier position still has to decide, so the
+           positions since the last eviction are decided first, holding the GIL.
+        3. Decide the rest in one kernel (run_kernel).
+
+        Buffers (3n int64 in `slots`): slots[i] the slot of position i (-1 denied for room);
+        first[i] the first position of the same key; stays[i] that key's generation when
+        resolved, to see whether an eviction of this batch took it out meanwhile.
         """
-        cdef Py_ssize_t i, start = 0
-        cdef list key_list = list(keys)
-        cdef Py_hash_t[::1] hashes = np.empty(n, dtype=np.intp)
-        cdef Py_hash_t h
-        cdef Py_ssize_t s
+        cdef int64_t* first = slots + n
+        cdef int64_t* stays = slots + 2 * n
+        cdef Py_hash_t[::1] hashes = np.empty(max(n, 1), dtype=np.intp)
+        cdef Py_ssize_t i, j, s, start, new_keys
+        cdef uint64_t version
+        cdef dict positions
+        cdef object key
         for i in range(n):
-            hashes[i] = PyObject_Hash(key_list[i])
-        # Every key hashed: the batch is valid, so the owner's pre-batch work may change state.
-        # No slot is resolved yet, so a pass that lets other threads run cannot stale one.
-        self.batch_begin(now_ns)
+            hashes[i] = PyObject_Hash(keys[i])
+        while True:                                   # 1. resolve
+            version = self.version
+            positions = {}
+            new_keys = 0
+            for i in range(n):
+                key = keys[i]
+                j = positions.setdefault(key, i)
+                first[i] = j
+                if j == i:
+                    s = keytable_lookup(self, key, hashes[i])
+                    slots[i] = s
+                    stays[i] = keytable_generation(self, s)[0] if s >= 0 else 0
+                    new_keys += s < 0
+            if self.version != version:
+                continue
+            # the owner's pre-batch work runs once the batch is known valid
+            if self.batch_begin(now_ns) and self.version != version:
+                continue
+            if self.live + new_keys > self.max_keys_ and self.wait_for_batches():
+                if self.version != version:
+                    continue
+            break
+        # 2. commit: from here to the kernel the GIL is held and no Python code runs
+        self.reserve(new_keys, self.live + n if self.live + new_keys > self.max_keys_ else 0)
+        start = 0
         for i in range(n):
-            key = key_list[i]
-            h = hashes[i]
-            s = keytable_lookup(self, key, h)
-            if s >= 0:
+            j = first[i]
+            s = slots[j]
+            if s >= 0 and keytable_generation(self, s)[0] == <uint32_t>stays[j]:
                 keytable_touch(self, s)
             else:
                 if self.live >= self.max_keys_ and i > start:
-                    self.decide_pending(slots, costs, start, i, now_ns, allowed, retry)
+                    self.decide_range(slots + start, -1, i - start,
+                                      &costs[start] if costs is not None else NULL,
+                                      now_ns, &allowed[start],
+                                      &retry[start] if retry is not None else NULL)
                     start = i
-                s = self.insert(key, h, now_ns)
+                s = self.place(keys[i], hashes[i], now_ns)
+                slots[j] = s
+                stays[j] = keytable_generation(self, s)[0] if s >= 0 else 0
             slots[i] = s
-        self.decide_pending(slots, costs, start, n, now_ns, allowed, retry)
-        return 0
-
-    cdef int decide_pending(self, int64_t* slots, int64_t[::1] costs, Py_ssize_t start,
-                            Py_ssize_t stop, int64_t now_ns, uint8_t[::1] allowed,
-                            double[::1] retry) except -1:
-        if stop <= start:
-            return 0
-        fc_atomic_add_i64(&self.batches_in_flight, 1)
-        try:
-            with nogil:
-                self.decide_range(slots + start, -1, stop - start,
-                                  &costs[start] if costs is not None else NULL,
-                                  now_ns, &allowed[start],
-                                  &retry[start] if retry is not None else NULL)
-        finally:
-            fc_atomic_add_i64(&self.batches_in_flight, -1)
+        # 3. decide
+        self.run_kernel(slots + start, -1, n - start,
+                        &costs[start] if costs is not None else NULL,
+                        now_ns, &allowed[start], &retry[start] if retry is not None else NULL)
         return 0
 
     # -- Python protocol shared by every keyed limiter ----------------------------------------
@@ -515,14 +676,15 @@ cdef class KeyTable:
         """
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_hash_t h = PyObject_Hash(key)
-        cdef Py_ssize_t s = keytable_lookup(self, key, h)
+        cdef Py_ssize_t s = keytable_lookup(self, key, h)    # a present key is not touched
         if s < 0:
             s = self.insert(key, h, now_ns)
-            if s < 0:
-                raise FastcoreError(
-                    f"cannot add key {key!r}: all {self.max_keys_} keys are live and on_full='deny'")
-            keytable_note_idle_at(self, self.slot_idle_at_ns(s))
-        return keytable_handle(self, s)
+        cdef int64_t handle = keytable_handle(self, s) if s >= 0 else -1
+        keytable_release(self)
+        if s < 0:
+            raise FastcoreError(
+                f"cannot add key {key!r}: all {self.max_keys_} keys are live and on_full='deny'")
+        return handle
 
     def __len__(self):
         return self.live

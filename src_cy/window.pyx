@@ -9,8 +9,8 @@ import numpy as np
 from fastcore._core.clock cimport clock_now_ns
 from fastcore._core.decision cimport decision_new
 from fastcore._core.keytable cimport (
-    KEYTABLE_PREFETCH_AHEAD, keytable_state_at, keytable_lookup, keytable_note_idle_at,
-    keytable_prefetch_for_write, keytable_slot_for, keytable_state,
+    KEYTABLE_PREFETCH_AHEAD, keytable_lookup, keytable_prefetch_for_write, keytable_release,
+    keytable_requeue, keytable_slot_for, keytable_state, keytable_state_at,
 )
 
 from fastcore._units import WINDOW_SLICES_MAX, window_params
@@ -204,51 +204,47 @@ cdef class SlidingWindowCounter(WindowLimiter):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
+        # the window first: its maintenance pass may wait for batches, which must come
+        # before the lookup whose slot is used (see keytable.pxd, Re-entrancy)
+        cdef int64_t w = self.window_of(now_ns)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
-        cdef int64_t w
         cdef SwcView v
-        if s < 0:
-            return False
-        w = self.window_of(now_ns)
-        if swc_admit(<uint64_t*>keytable_state(self, s), units, w, now_ns - w * self.window_ns,
-                     self.clear_w, self.limit_units, self.window_ns, &v):
-            if units:
-                keytable_note_idle_at(self, (v.w + 2) * self.window_ns)
-            return True
-        return False
+        cdef bint allowed = s >= 0 and swc_admit(
+            <uint64_t*>keytable_state(self, s), units, w, now_ns - w * self.window_ns,
+            self.clear_w, self.limit_units, self.window_ns, &v)
+        keytable_release(self)
+        return allowed
 
     def acquire(self, key, double cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef int64_t w = self.window_of(now_ns)            # before the lookup, as above
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
-        cdef int64_t w
         cdef SwcView v
         cdef bint allowed
         if s < 0:
+            keytable_release(self)
             return self.full_denial(now_ns)
-        w = self.window_of(now_ns)
         allowed = swc_admit(<uint64_t*>keytable_state(self, s), units, w,
                             now_ns - w * self.window_ns, self.clear_w, self.limit_units,
                             self.window_ns, &v)
-        if allowed and units:
-            keytable_note_idle_at(self, (v.w + 2) * self.window_ns)
+        keytable_release(self)
         return self.decision(allowed, &v, units, now_ns)
 
     def peek(self, key, double cost=1.0):
         """The ``Decision`` that ``acquire(key, cost)`` would return now, changing nothing."""
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
+        cdef int64_t w = self.window_of(now_ns)            # before the lookup (see acquire)
         cdef Py_ssize_t s = keytable_lookup(self, key, PyObject_Hash(key))
         cdef uint64_t state = 0
-        cdef int64_t w
         cdef SwcView v
         cdef bint allowed
         if s >= 0:
             state = <uint64_t>fc_atomic_load_i64(<int64_t*>keytable_state(self, s))
         elif not self.room_available(now_ns):
             return self.full_denial(now_ns)
-        w = self.window_of(now_ns)
         swc_view(state, w, now_ns - w * self.window_ns, self.clear_w, &v)
         allowed = swc_fits(&v, units, self.limit_units, self.window_ns)
         if allowed:
@@ -260,11 +256,12 @@ cdef class SlidingWindowCounter(WindowLimiter):
         cdef Py_ssize_t s
         if key is None:
             self.clear_all()
+            keytable_release(self)
             return
         s = keytable_lookup(self, key, PyObject_Hash(key))
         if s >= 0:
             fc_atomic_store_i64(<int64_t*>keytable_state(self, s), 0)
-            keytable_note_idle_at(self, 0)
+            keytable_requeue(self, s, clock_now_ns(self.clock_))
 
     cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
                            Py_ssize_t n, const int64_t* costs, int64_t now_ns,
@@ -300,8 +297,6 @@ cdef class SlidingWindowCounter(WindowLimiter):
             if swc_admit(<uint64_t*>keytable_state_at(pages, stride, s & slot_mask), units, w,
                          elapsed_ns, anchor_w, limit_units, window_ns, &v):
                 allowed[i] = 1
-                if units:
-                    keytable_note_idle_at(self, (v.w + 2) * window_ns)
             else:
                 allowed[i] = 0
                 if retry != NULL:
@@ -381,8 +376,6 @@ cdef class SlidingWindow(WindowLimiter):
                 idle_at_ns = (newest + self.slices) * self.slice_ns
             fields[2] = idle_at_ns - now_ns if idle_at_ns > now_ns else 0
         ring_unlock(head, newest)
-        if allowed and write and units:
-            keytable_note_idle_at(self, (newest + self.slices) * self.slice_ns)
         return allowed
 
     def try_acquire(self, key, double cost=1.0):
@@ -390,9 +383,9 @@ cdef class SlidingWindow(WindowLimiter):
         cdef int64_t units = window_cost_units(self, cost)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
-        if s < 0:
-            return False
-        return self.decide(s, units, now_ns, True, NULL)
+        cdef bint allowed = s >= 0 and self.decide(s, units, now_ns, True, NULL)
+        keytable_release(self)
+        return allowed
 
     def acquire(self, key, double cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
@@ -402,8 +395,10 @@ cdef class SlidingWindow(WindowLimiter):
         cdef int64_t fields[3]
         cdef bint allowed
         if s < 0:
+            keytable_release(self)
             return self.full_denial(now_ns)
         allowed = self.decide(s, units, now_ns, True, fields)
+        keytable_release(self)
         return decision_new(allowed, fields[0], fields[1], fields[2])
 
     def peek(self, key, double cost=1.0):
@@ -427,6 +422,7 @@ cdef class SlidingWindow(WindowLimiter):
         cdef RingHead* head
         if key is None:
             self.clear_all()
+            keytable_release(self)
             return
         s = keytable_lookup(self, key, PyObject_Hash(key))
         if s >= 0:
@@ -436,7 +432,7 @@ cdef class SlidingWindow(WindowLimiter):
             head.total = 0
             head.pos = 0
             ring_unlock(head, 0)
-            keytable_note_idle_at(self, 0)
+            keytable_requeue(self, s, clock_now_ns(self.clock_))
 
     cdef void decide_range(self, const int64_t* slots_or_handles, int64_t slot_mask,
                            Py_ssize_t n, const int64_t* costs, int64_t now_ns,
@@ -479,8 +475,6 @@ cdef class SlidingWindow(WindowLimiter):
                 head.total += <uint32_t>units
                 ring_unlock(head, newest)
                 allowed[i] = 1
-                if units:
-                    keytable_note_idle_at(self, (newest + slices) * slice_ns)
             else:
                 allowed[i] = 0
                 if retry != NULL:

@@ -292,8 +292,8 @@ def test_on_full_deny_refuses_new_keys_until_room_frees(clock):
 
 
 def test_large_table_drops_idle_keys_under_a_flood(clock):
-    """Above 32 keys the sweep is amortized: a flood arriving when every old key is idle
-    drops those (the least recently used check finds them) and evicts only its own keys."""
+    """A flood arriving when every old key is idle drops those (all of them, at the first
+    insert into the full table) and evicts only its own keys."""
     limiter = KeyedTokenBucket(1, 1, max_keys=10_000, clock=clock)
     for key in range(10_000):
         limiter.try_acquire(key)
@@ -306,8 +306,8 @@ def test_large_table_drops_idle_keys_under_a_flood(clock):
 @pytest.mark.parametrize("on_full", ["evict", "deny"])
 def test_idle_keys_away_from_the_lru_tail_go_before_live_ones(clock, on_full):
     # 64 keys: the 8 least recently used stay live (cost 2, full again at t=2), the other 56
-    # are idle at t=1.5 (cost 1). No sweep is due, the 8-key LRU check finds nothing idle,
-    # and the hand finds the idle keys: no live key is evicted, no new key denied.
+    # are idle at t=1.5 (cost 1). Idle keys away from the LRU tail are found all the same:
+    # no live key is evicted, no new key denied.
     limiter = KeyedTokenBucket(1, 2, max_keys=64, on_full=on_full, clock=clock)
     for key in range(8):
         assert limiter.try_acquire(f"k{key}", 2)
