@@ -713,9 +713,11 @@ cdef class KeyTable:
         return self.clock_
 
     def memory_bytes(self):
-        """Bytes of C memory the table holds (slots, index, state pages), keys excluded."""
-        return (self.slot_capacity * sizeof(KeySlot)
+        """Bytes of C memory the table holds (slots, idle-queue links, index, state pages, the
+        parked references of removed keys), keys excluded."""
+        return (self.slot_capacity * (sizeof(KeySlot) + sizeof(IdleLink))
                 + (self.index_mask + 1) * sizeof(int32_t)
                 + self.pages_allocated * (KEYTABLE_GENERATIONS_BYTES
                                           + (KEYTABLE_PAGE_MASK + 1) * self.state_stride)
-                + ((self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT) * sizeof(char*))
+                + ((self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT) * sizeof(char*)
+                + self.dead_capacity * sizeof(PyObject*))
