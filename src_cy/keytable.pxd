@@ -1,8 +1,9 @@
 # KeyTable: the bounded key -> slot table under every keyed limiter.
 #
 # Promise: maps any hashable key to a slot index holding the owner's per-key state; never holds
-# more than max_keys keys; hands out integer handles ((generation << 32) | slot) that go stale
-# when their key leaves the table. When full, a key whose state is indistinguishable from a
+# more than max_keys keys; hands out integer handles ((stamp << 32) | slot, stamp = the slot's
+# generation XOR the table's salt, mod 2**31) that go stale when their key leaves the table
+# and are refused by every other table (salts differ between tables). When full, a key whose state is indistinguishable from a
 # fresh key ("idle": a full bucket, an empty window) goes first, exactly: no live key is
 # evicted while an idle key exists (the IdleQueue, idlequeue.pxd, finds one at O(1)
 # amortised cost). If every key is live, on_full="evict" drops the least recently used key
@@ -30,13 +31,16 @@
 #   live <= max_keys; slots_used <= slot_capacity <= max_keys
 #   every occupied slot is in the index, the LRU list and the idle queue exactly once
 #   a slot's generation is odd while it holds a key and even while free; it grows by one at
-#     every insert and every removal, so a handle (generation & 0x7FFFFFFF) << 32 | slot
-#     names exactly one stay of one key
+#     every insert and every removal, so a handle ((generation ^ salt) & 0x7FFFFFFF) << 32 |
+#     slot names exactly one stay of one key of one table. Salts are (n * 0x9E3779B1) mod 2**31
+#     for the n-th table of the process: distinct for the first 2**31 tables (an odd
+#     multiplier is a bijection mod 2**31), so a handle of another limiter is refused.
 #   while no key has ever left the table (lost_a_key == 0), every slot below slots_used holds
 #     the first stay of its first key, generation 1 (free slots exist only after a removal),
-#     so a handle is valid iff it is FIRST_STAY_HANDLE + slot with slot < slots_used: a batch
-#     then validates handles from the handle array alone, without reading generations. A
-#     table sized above its live keys never removes one.
+#     so a handle is valid iff it is first_stay_handle + slot with slot < slots_used, where
+#     first_stay_handle = ((1 ^ salt) & 0x7FFFFFFF) << 32: a batch then validates handles from
+#     the handle array alone, without reading generations. A table sized above its live keys
+#     never removes one.
 #   a key idle at `now` is queued at or before `now` (its queued time is when it was inserted,
 #     reset, or last found not idle at its idle time then; idle times only grow with
 #     admissions), so it is in the idle queue's DUE list after idlequeue_advance(now)
@@ -90,7 +94,7 @@ cdef extern from *:
     void keytable_prefetch_for_write(const void* p) nogil
     const uint64_t KEYTABLE_FIB_MULT "0x9E3779B97F4A7C15ULL"
     const int64_t KEYTABLE_SLOT_MASK "0xFFFFFFFFLL"      # handle & MASK == handle % 2**32
-    const int64_t KEYTABLE_FIRST_STAY_HANDLE "0x100000000LL"   # generation 1 << 32
+    const uint32_t KEYTABLE_STAMP_MASK "0x7FFFFFFFu"     # stamp & MASK == stamp % 2**31
 
 cdef enum:
     KEYTABLE_PAGE_SHIFT = 10                       # slots per state page = 1 << 10
@@ -124,6 +128,8 @@ cdef class KeyTable:
     cdef int32_t lru_tail
     cdef char** state_pages
     cdef bint lost_a_key                 # set by the first removal, never cleared
+    cdef uint32_t handle_salt            # XORed into handles' generations (see Invariants)
+    cdef int64_t first_stay_handle       # the handle of slot 0 in its first stay
     cdef Py_ssize_t state_stride         # the owner's state bytes per slot
     cdef Py_ssize_t pages_allocated
     cdef Py_ssize_t max_keys_
@@ -293,9 +299,14 @@ cdef inline char* keytable_state(KeyTable t, Py_ssize_t s) noexcept nogil:
     return keytable_state_at(t.state_pages, t.state_stride, s)
 
 
+cdef inline int64_t keytable_stamp(KeyTable t, uint32_t generation) noexcept nogil:
+    """(generation ^ salt) & 0x7FFFFFFF, i.e. (generation XOR salt) mod 2**31."""
+    return (generation ^ t.handle_salt) & KEYTABLE_STAMP_MASK
+
+
 cdef inline int64_t keytable_handle(KeyTable t, Py_ssize_t s) noexcept nogil:
-    """(generation & 0x7FFFFFFF) << 32 | s, i.e. generation mod 2**31 times 2**32 plus s."""
-    return (<int64_t>(keytable_generation(t, s)[0] & 0x7FFFFFFF) << 32) | s
+    """stamp << 32 | s, i.e. the slot's stamp times 2**32 plus s."""
+    return (keytable_stamp(t, keytable_generation(t, s)[0]) << 32) | s
 
 
 cdef inline Py_ssize_t keytable_handle_slot(KeyTable t, int64_t handle,
@@ -306,9 +317,9 @@ cdef inline Py_ssize_t keytable_handle_slot(KeyTable t, int64_t handle,
     if handle < 0 or s >= slots_used:
         return -1
     if not t.lost_a_key:                      # generation 1 (see Invariants)
-        return s if (handle >> 32) == 1 else -1
+        return s if (handle >> 32) == (t.first_stay_handle >> 32) else -1
     generation = keytable_generation(t, s)[0]
-    if (generation & 1) == 0 or <int64_t>(generation & 0x7FFFFFFF) != (handle >> 32):
+    if (generation & 1) == 0 or keytable_stamp(t, generation) != (handle >> 32):
         return -1
     return s
 

@@ -25,6 +25,7 @@ from fastcore.errors import FastcoreError
 _ON_FULL = {"evict": KEYTABLE_ON_FULL_EVICT, "deny": KEYTABLE_ON_FULL_DENY}
 # Slots are int32 and handles carry the slot in 32 bits.
 _MAX_KEYS_LIMIT = (1 << 31) - 1
+cdef uint32_t tables_made = 0       # numbers each table for its handle salt
 
 
 cdef class KeyTable:
@@ -58,6 +59,10 @@ cdef class KeyTable:
         cdef Clock resolved = clock_resolve(clock)
         if self.slots != NULL:
             raise TypeError(f"{type(self).__name__} is already initialised")
+        global tables_made
+        tables_made += 1
+        self.handle_salt = (tables_made * <uint32_t>0x9E3779B1) & KEYTABLE_STAMP_MASK
+        self.first_stay_handle = keytable_stamp(self, 1) << 32
         self.clock_ = resolved
         self.max_keys_ = max_keys
         self.on_full_policy = _ON_FULL[on_full]
@@ -316,7 +321,7 @@ cdef class KeyTable:
             self.dead_len -= 1
             key = self.dead[self.dead_len]
             Py_XDECREF(key)
-        if self.dead_capacity > 4096 and self.dead_len == 0:
+        if self.dead_capacity > 1024 and self.dead_len == 0:
             free(self.dead)                       # a large drop: give its reservation back
             self.dead = NULL
             self.dead_capacity = 0
@@ -413,8 +418,7 @@ cdef class KeyTable:
         list holds them all, see idlequeue.pxd); the DUE entries that are not idle after all
         are queued again at their idle time. Only when no key is idle does the policy apply:
         evict the least recently used key, or deny. GIL held, no batch in flight (the caller
-        waited), no Python code; the removals' reservation comes first, so MemoryError
-        removes nothing.
+        waited), no Python code.
         """
         cdef Py_ssize_t budget, removed = 0
         cdef int32_t s
@@ -422,13 +426,15 @@ cdef class KeyTable:
         if FASTCORE_DEBUG:
             assert fc_atomic_load_i64(&self.batches_in_flight) == 0
         idlequeue_advance(&self.idle, now_ns)
-        self.reserve(0, self.idle.due_count + 1)
         budget = self.idle.due_count         # a clock that went back may re-queue into DUE
         while budget > 0:
             budget -= 1
             s = self.idle.heads[IDLEQUEUE_DUE]
             idle_at_ns = self.slot_idle_at_ns(s)
             if idle_at_ns <= now_ns:
+                # room for the reference first; MemoryError part-way has dropped only idle
+                # keys, which changes no decision
+                self.reserve(0, 1)
                 self.remove_slot(s)
                 removed += 1
             else:
@@ -438,6 +444,7 @@ cdef class KeyTable:
         self.idle_not_before_ns = idlequeue_next_ns(&self.idle)
         if self.on_full_policy == KEYTABLE_ON_FULL_DENY:
             return False
+        self.reserve(0, 1)
         self.remove_slot(self.lru_tail)
         self.evictions_ += 1
         return True
@@ -571,13 +578,13 @@ cdef class KeyTable:
     cdef Py_ssize_t first_bad_handle(self, const int64_t* handles, Py_ssize_t n) noexcept nogil:
         """Index of the first malformed or stale handle, or -1 when all are valid."""
         cdef Py_ssize_t i, used = self.slots_used
-        cdef int64_t ahead
+        cdef int64_t ahead, first = self.first_stay_handle
         cdef char** pages = self.state_pages
         if not self.lost_a_key:
-            # valid iff FIRST_STAY_HANDLE <= handle < FIRST_STAY_HANDLE + used (Invariants):
-            # one unsigned comparison per handle, no generation read
+            # valid iff first <= handle < first + used (Invariants): one unsigned comparison
+            # per handle, no generation read
             for i in range(n):
-                if <uint64_t>(handles[i] - KEYTABLE_FIRST_STAY_HANDLE) >= <uint64_t>used:
+                if <uint64_t>(handles[i] - first) >= <uint64_t>used:
                     return i
             return -1
         for i in range(n):
@@ -597,8 +604,8 @@ cdef class KeyTable:
            position (a dict: equality as Python defines it) and look that one up. Any
            exception leaves the table as it was. When the table changed meanwhile (a key's
            Python code, another thread, the owner's batch_begin waiting), resolve again.
-        2. Commit with the GIL held and no Python code: allocation first (MemoryError still
-           changes nothing), then touch or insert each key in order. An insert into a full
+        2. Commit with the GIL held and no Python code: the slots and index the new keys need
+           are allocated first, then each key is touched or inserted in order. An insert into a full
            table may evict a key that an earlier position still has to decide, so the
            positions since the last eviction are decided first, holding the GIL.
         3. Decide the rest in one kernel (run_kernel).
@@ -639,7 +646,7 @@ cdef class KeyTable:
                     continue
             break
         # 2. commit: from here to the kernel the GIL is held and no Python code runs
-        self.reserve(new_keys, self.live + n if self.live + new_keys > self.max_keys_ else 0)
+        self.reserve(new_keys, 0)
         start = 0
         for i in range(n):
             j = first[i]
@@ -668,7 +675,8 @@ cdef class KeyTable:
     def handle(self, key):
         """The integer handle of ``key`` (inserted with fresh state if absent).
 
-        Handles feed ``acquire_many`` without hashing. A handle stays valid while its key
+        Handles feed ``acquire_many`` without hashing; they belong to this limiter (another
+        limiter's handles are refused with ``IndexError``). A handle stays valid while its key
         stays in the table; once the key is dropped (idle and the table full), evicted or
         reset, the handle is stale and ``acquire_many`` raises ``IndexError``: ask again.
         Raises ``TypeError`` for an unhashable key and ``FastcoreError`` when the table is
@@ -713,11 +721,11 @@ cdef class KeyTable:
         return self.clock_
 
     def memory_bytes(self):
-        """Bytes of C memory the table holds (slots, idle-queue links, index, state pages, the
-        parked references of removed keys), keys excluded."""
+        """Bytes of C memory the table holds (slots, idle-queue links, index, state pages), keys
+        excluded, and so is the scratch list of removed keys' references kept during a call
+        (at most 8 KiB between calls)."""
         return (self.slot_capacity * (sizeof(KeySlot) + sizeof(IdleLink))
                 + (self.index_mask + 1) * sizeof(int32_t)
                 + self.pages_allocated * (KEYTABLE_GENERATIONS_BYTES
                                           + (KEYTABLE_PAGE_MASK + 1) * self.state_stride)
-                + ((self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT) * sizeof(char*)
-                + self.dead_capacity * sizeof(PyObject*))
+                + ((self.max_keys_ + KEYTABLE_PAGE_MASK) >> KEYTABLE_PAGE_SHIFT) * sizeof(char*))

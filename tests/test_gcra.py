@@ -177,8 +177,10 @@ def test_handles_before_and_after_the_first_key_leaves(clock):
     # below the slots in use); afterwards from the generations. Both must reject the same.
     limiter = KeyedTokenBucket(1, 5, max_keys=3, clock=clock)
     a, b, c = (limiter.handle(key) for key in "abc")
-    assert [a, b, c] == [(1 << 32) | 0, (1 << 32) | 1, (1 << 32) | 2]
-    forged = [(1 << 32) | 3, (2 << 32) | 0, 0, -1, (1 << 33) | 1, (1 << 32) | (1 << 31)]
+    stamp = a >> 32                              # generation 1 XOR the limiter's salt
+    assert [a, b, c] == [(stamp << 32) | 0, (stamp << 32) | 1, (stamp << 32) | 2]
+    forged = [(stamp << 32) | 3, ((stamp ^ 3) << 32) | 0, 0, -1, ((stamp ^ 2) << 32) | 1,
+              (stamp << 32) | (1 << 31), (1 << 32) | 0]
     for table_lost_a_key in (False, True):
         before = [limiter.peek(key) for key in "bc"]
         for bad in forged:
@@ -189,10 +191,27 @@ def test_handles_before_and_after_the_first_key_leaves(clock):
         if not table_lost_a_key:
             limiter.try_acquire("d")            # evicts "a", the least recently used key
     d = limiter.handle("d")
-    assert d == (3 << 32) | 0                   # a's slot, in its second stay
+    assert d == (((stamp ^ 1) ^ 3) << 32) | 0   # a's slot, in its second stay (generation 3)
     with pytest.raises(IndexError):
         limiter.acquire_many(np.array([d, a], dtype=np.int64))
     assert limiter.acquire_many(np.array([d, b, c], dtype=np.int64)).tolist() == [True] * 3
+
+
+def test_handles_of_another_limiter_are_refused(clock):
+    first = KeyedTokenBucket(1, 5, clock=clock)
+    other = KeyedTokenBucket(1, 5, clock=clock)
+    mine = np.array([first.handle(k) for k in "abc"], dtype=np.int64)
+    theirs = np.array([other.handle(k) for k in "abc"], dtype=np.int64)
+    for limiter, foreign in ((first, theirs), (other, mine)):
+        with pytest.raises(IndexError, match="unknown or stale"):
+            limiter.acquire_many(foreign)
+    first.reset("a")                             # both paths: before and after a key left
+    first.try_acquire("x")
+    first.reset()
+    mine = np.array([first.handle(k) for k in "abc"], dtype=np.int64)
+    with pytest.raises(IndexError):
+        first.acquire_many(theirs)
+    assert first.acquire_many(mine).tolist() == [True] * 3
 
 
 @pytest.mark.parametrize("kwargs", [
