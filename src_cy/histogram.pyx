@@ -112,6 +112,8 @@ cdef enum:
 cdef extern from *:
     # 2**62 ns (146 years): keeps bit lengths, shifts and bucket bounds inside int64.
     const int64_t HIST_MAX_HIGHEST "((int64_t)1 << 62)"
+    # log2 of the largest bucket-0 end S * 2**u the layout makes (HdrHistogram's own limit)
+    const int HIST_MAX_TOP_MAGNITUDE "62"
     const uint64_t HIST_U32_SPAN "((uint64_t)1 << 32)"
     const int64_t HIST_U32_MAX "((int64_t)0xFFFFFFFF)"
     # below every period: until the first whole-ring query, no write marks the cache dirty
@@ -122,11 +124,15 @@ cdef extern from *:
 # Layout: the one pure function, and the bucket arithmetic queries use.
 
 cdef HistLayout hist_layout(int64_t lowest, int64_t highest, int significant_figures) noexcept nogil:
-    """Bucket configuration for [lowest, highest] at `significant_figures` (see the .pxd)."""
+    """Bucket configuration for [lowest, highest] at `significant_figures` (see the .pxd).
+
+    Needs 1 <= lowest, 2 * lowest <= highest <= 2**62 and 1 <= significant_figures <= 4 (what
+    _checked_layout enforces). Every step is bit arithmetic on magnitudes, never a doubling of
+    a value: S * 2**u can exceed int64 (lowest = 2**61, sf = 4: 2**76) and a value doubling up
+    past 2**62 would reach 2**63, which int64 cannot hold."""
     cdef HistLayout layout
     cdef int64_t largest_single_unit = 2
     cdef int sub_bucket_count_magnitude = 0
-    cdef int64_t smallest_untrackable
     cdef int i
     for i in range(significant_figures):
         largest_single_unit *= 10
@@ -136,17 +142,18 @@ cdef HistLayout hist_layout(int64_t lowest, int64_t highest, int significant_fig
     layout.lowest = lowest
     layout.highest = highest
     layout.significant_figures = significant_figures
-    layout.unit_magnitude = hist_bit_length_u64(<uint64_t>lowest) - 1      # floor(log2(lowest))
+    # floor(log2(lowest)), but at most HIST_MAX_TOP_MAGNITUDE - log2(S): a finer unit only
+    # makes buckets narrower, and it keeps S * 2**u (bucket 0's end) at most 2**62
+    layout.unit_magnitude = min(hist_bit_length_u64(<uint64_t>lowest) - 1,
+                                HIST_MAX_TOP_MAGNITUDE - sub_bucket_count_magnitude)
     layout.sub_bucket_half_count_magnitude = sub_bucket_count_magnitude - 1
     layout.sub_bucket_count = (<int64_t>1) << sub_bucket_count_magnitude
     layout.sub_bucket_half_count = layout.sub_bucket_count // 2
     layout.sub_bucket_mask = (<uint64_t>(layout.sub_bucket_count - 1)) << layout.unit_magnitude
-    # buckets needed so that S * 2**(B-1) * 2**u > highest
-    smallest_untrackable = layout.sub_bucket_count << layout.unit_magnitude
-    layout.bucket_count = 1
-    while smallest_untrackable <= highest:
-        smallest_untrackable <<= 1
-        layout.bucket_count += 1
+    # the fewest buckets B >= 1 with S * 2**(B-1) * 2**u > highest: 2**(m+B-1) > highest with
+    # m = log2(S) + u holds exactly when m + B - 1 >= bit_length(highest)
+    layout.bucket_count = max(1, hist_bit_length_u64(<uint64_t>highest)
+                                 - (sub_bucket_count_magnitude + layout.unit_magnitude) + 1)
     layout.counts_len = (layout.bucket_count + 1) * layout.sub_bucket_half_count
     return layout
 
