@@ -6,13 +6,15 @@ float is rounded once, to the nearest nanosecond, never twice.
 """
 
 import math
+import numbers
+import operator
 import re
 from fractions import Fraction
 from typing import NamedTuple
 
 from fastcore.errors import InvalidRate
 
-__all__ = ["Rate", "parse_rate", "seconds_to_ns", "ns_to_seconds"]
+__all__ = ["Rate", "parse_rate", "seconds_to_ns", "ns_to_seconds", "as_real", "shown"]
 
 NS_PER_S = 1_000_000_000
 # Largest tolerance / window accepted: keeps now + tolerance inside int64 for 146 years.
@@ -27,10 +29,57 @@ _UNIT_SECONDS = {
 }
 # Units that also take a plural "s" ("ms" is itself a unit, never a plural of "m").
 _PLURAL_UNITS = {"millisecond", "sec", "second", "min", "minute", "hr", "hour", "day"}
+# ASCII only: Python's \d, int() and str.isdigit() also take other scripts' digits.
 _RATE_RE = re.compile(
-    r"^\s*(?P<limit>\d+)\s*(?:/|\bper\b)\s*(?P<count>\d+)?\s*(?P<unit>[a-z]+)\s*$",
-    re.IGNORECASE,
+    r"\s*(?P<limit>[0-9]+)\s*(?:/|\bper\b)\s*(?P<count>[0-9]+)?\s*(?P<unit>[a-z]+)\s*\Z",
+    re.IGNORECASE | re.ASCII,
 )
+# Largest number of significant digits in a rate string's limit or count (below 10**18).
+_RATE_DIGITS_MAX = 18
+
+
+def shown(value, limit=80) -> str:
+    """``repr(value)`` for an error message: never raises, and stays short.
+
+    ``repr`` of an int past 4300 digits raises ``ValueError`` (Python's conversion limit), so
+    a long int is described by its size; a repr longer than ``limit`` characters is cut.
+    """
+    if isinstance(value, int) and value.bit_length() > 256:
+        digits = math.floor((value.bit_length() - 1) * math.log10(2)) + 1
+        return f"{'a negative' if value < 0 else 'an'} int of about {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__} object"
+    if len(text) > limit:
+        text = f"{text[:limit - 24]}... ({len(text)} characters)"
+    return text
+
+
+def as_real(value):
+    """A real number as a Python ``int``, ``float`` or ``Fraction``; None for anything else.
+
+    Accepts what ``numbers.Real`` covers (numpy integer and float scalars included: an
+    integer through ``__index__``, exactly, a float through ``float()``). ``bool`` and
+    ``numpy.bool_`` are not numbers here, nor are strings or ``Decimal``.
+    """
+    kind = type(value)
+    if kind is int or kind is float:
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, Fraction)):
+        return value
+    try:
+        if isinstance(value, float):
+            return float(value)
+        if isinstance(value, numbers.Integral):
+            return operator.index(value)
+        if isinstance(value, numbers.Real):
+            return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
 
 
 def _unit_seconds(word: str):
@@ -60,35 +109,46 @@ def parse_rate(text) -> Rate:
     ``"100/second"``, ``"100/s"``, ``"10 per minute"``, ``"5/30 seconds"``, ``"1000/hour"``,
     ``"1/day"``. Units: ms, s/sec/second, m/min/minute, h/hr/hour, d/day, optionally plural.
 
-    Raises ``InvalidRate`` naming the text for anything else (including a zero limit).
+    Numbers are ASCII digits, below 10**18. Raises ``InvalidRate`` naming the text for
+    anything else (including a zero limit).
 
     >>> parse_rate("5/30 seconds")
     Rate(limit=5, period=30.0)
     """
     if not isinstance(text, str):
-        raise InvalidRate(f"a rate string must be a str, got {text!r}")
+        raise InvalidRate(f"a rate string must be a str, got {shown(text)}")
     match = _RATE_RE.match(text)
     unit = match and _unit_seconds(match["unit"])
     if not match or unit is None:
         raise InvalidRate(
-            f"cannot parse rate {text!r}: expected forms like '100/second', '10 per minute', "
-            "'5/30 seconds'")
-    limit = int(match["limit"])
-    count = int(match["count"]) if match["count"] else 1
+            f"cannot parse rate {shown(text)}: expected forms like '100/second', "
+            "'10 per minute', '5/30 seconds' (ASCII digits)")
+    # leading zeros are dropped before int(), which refuses more than 4300 digits in all
+    fields = [(digits or "1").lstrip("0") or "0" for digits in (match["limit"], match["count"])]
+    if any(len(digits) > _RATE_DIGITS_MAX for digits in fields):
+        raise InvalidRate(
+            f"rate {shown(text)} has a number of more than {_RATE_DIGITS_MAX} digits")
+    limit, count = (int(digits) for digits in fields)
     if limit <= 0 or count <= 0:
-        raise InvalidRate(f"rate {text!r} must have a positive limit and period")
+        raise InvalidRate(f"rate {shown(text)} must have a positive limit and period")
     return Rate(limit, float(count * unit))
 
 
 def seconds_to_ns(seconds, name="seconds") -> int:
-    """Seconds (int, float or Fraction; finite, >= 0) to integer ns, rounded to the nearest."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float, Fraction)):
-        raise TypeError(f"{name} must be a number of seconds, got {seconds!r}")
-    if isinstance(seconds, float) and not math.isfinite(seconds):
-        raise ValueError(f"{name} must be finite, got {seconds!r}")
-    if seconds < 0:
-        raise ValueError(f"{name} must be >= 0, got {seconds!r}")
-    return round(Fraction(seconds) * NS_PER_S)
+    """Seconds (int, float, Fraction or a numpy scalar; finite, >= 0) to integer ns, rounded
+    to the nearest. The result is unbounded: callers check it against their own range.
+
+    Raises ``TypeError`` for a non-number (``bool`` included) and ``ValueError`` for NaN,
+    an infinity or a negative number, naming ``name``.
+    """
+    value = as_real(seconds)
+    if value is None:
+        raise TypeError(f"{name} must be a number of seconds, got {shown(seconds)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {shown(seconds)}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {shown(seconds)}")
+    return round(Fraction(value) * NS_PER_S)
 
 
 def ns_to_seconds(ns: int) -> float:
@@ -97,13 +157,14 @@ def ns_to_seconds(ns: int) -> float:
 
 
 def _positive_number(value, name) -> Fraction:
-    if isinstance(value, bool) or not isinstance(value, (int, float, Fraction)):
-        raise InvalidRate(f"{name} must be a number, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRate(f"{name} must be finite, got {value!r}")
-    if value <= 0:
-        raise InvalidRate(f"{name} must be > 0, got {value!r}")
-    return Fraction(value)
+    number = as_real(value)
+    if number is None:
+        raise InvalidRate(f"{name} must be a number, got {shown(value)}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise InvalidRate(f"{name} must be finite, got {shown(value)}")
+    if number <= 0:
+        raise InvalidRate(f"{name} must be > 0, got {shown(value)}")
+    return Fraction(number)
 
 
 def rate_limit_and_period(rate):
@@ -125,16 +186,17 @@ def gcra_params(rate, burst):
     limit, period_ns, string_limit = rate_limit_and_period(rate)
     exact_emission_ns = Fraction(period_ns) / limit
     if exact_emission_ns < 1:
-        raise InvalidRate(f"rate {rate!r} exceeds 1e9 tokens per second (one per ns)")
+        raise InvalidRate(f"rate {shown(rate)} exceeds 1e9 tokens per second (one per ns)")
     emission_ns = math.ceil(exact_emission_ns)
     if burst is None:
         burst = string_limit if string_limit is not None else max(1, rate)
     exact_burst = _positive_number(burst, "burst")
     tau_ns = math.floor(exact_burst * emission_ns)
     if tau_ns > MAX_SPAN_NS:
-        raise InvalidRate(f"burst {burst!r} at rate {rate!r} spans more than 2**61 ns")
+        raise InvalidRate(
+            f"burst {shown(burst)} at rate {shown(rate)} spans more than 2**61 ns")
     if tau_ns < 1:
-        raise InvalidRate(f"burst {burst!r} is too small for rate {rate!r}")
+        raise InvalidRate(f"burst {shown(burst)} is too small for rate {shown(rate)}")
     return emission_ns, tau_ns, float(burst)
 
 
@@ -158,7 +220,7 @@ def window_params(limit, window, slices=1):
     """
     if isinstance(limit, str):
         if window is not None:
-            raise InvalidRate(f"rate {limit!r} already gives the window; pass window=None")
+            raise InvalidRate(f"rate {shown(limit)} already gives the window; pass window=None")
         parsed = parse_rate(limit)
         exact_limit, window_ns, limit_value = Fraction(parsed.limit), parsed.period_ns, parsed.limit
     else:
@@ -168,16 +230,16 @@ def window_params(limit, window, slices=1):
         window_ns = seconds_to_ns(_positive_number(window, "window"), "window")
         limit_value = limit
     if exact_limit > WINDOW_COUNT_MAX:
-        raise InvalidRate(f"limit {limit!r} must be below {WINDOW_COUNT_MAX + 1}")
+        raise InvalidRate(f"limit {shown(limit)} must be below {WINDOW_COUNT_MAX + 1}")
     fraction_bits = WINDOW_FRACTION_BITS_MAX
     while math.floor(exact_limit * 2**fraction_bits) > WINDOW_COUNT_MAX:
         fraction_bits -= 1
     limit_units = math.floor(exact_limit * 2**fraction_bits)
     if limit_units < 1:
-        raise InvalidRate(f"limit {limit!r} is below the smallest cost unit 2**-40")
+        raise InvalidRate(f"limit {shown(limit)} is below the smallest cost unit 2**-40")
     window_ns = slices * -(-window_ns // slices) if window_ns else 0
     if window_ns < slices:
-        raise InvalidRate(f"window {window!r} is shorter than 1 ns per slice")
+        raise InvalidRate(f"window {shown(window)} is shorter than 1 ns per slice")
     if window_ns > WINDOW_MAX_NS:
-        raise InvalidRate(f"window {window!r} spans more than 2**60 ns")
+        raise InvalidRate(f"window {shown(window)} spans more than 2**60 ns")
     return limit_units, fraction_bits, window_ns, float(limit_value)

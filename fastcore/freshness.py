@@ -13,9 +13,11 @@ Rules, in the order they apply:
 - ``no-store`` -> ``None`` (not stored). ``private`` (with or without field names) ->
   ``None`` in a shared cache, ignored in a private one.
 - Lifetime: ``s-maxage`` in a shared cache, else ``max-age``, else none (``max_age=0``:
-  stored, stale at once). A value that is not delta-seconds (digits, optionally quoted)
-  makes the response stale (``max_age=0``); values above 2**59 ns (about 18 years) are
-  capped there, as RFC 9111 1.2.2 asks for overflowing delta-seconds.
+  stored, stale at once). A value that is not delta-seconds (ASCII digits, optionally
+  quoted) makes the response stale (``max_age=0``). A delta-seconds above 2**31 counts as
+  2**31 (RFC 9111 1.2.2: "too large to represent"), however many digits it has; every span
+  is then capped at 2**59 ns (about 18 years), the longest a Freshness holds, which the
+  same section allows ("the greatest positive integer it can conveniently represent").
 - ``no-cache`` (with or without field names) -> ``max_age=0`` and ``must_revalidate``:
   stored, never served stale. ``must-revalidate``, and ``proxy-revalidate`` in a shared
   cache -> ``must_revalidate``. ``s-maxage`` sets the lifetime but, unlike RFC 9111
@@ -29,12 +31,14 @@ Rules, in the order they apply:
   stale. ``Expires`` is not consulted.
 """
 
+import numbers
+import operator
 import re
 from collections.abc import Mapping
 from fractions import Fraction
 
 from fastcore._core.semantic import Freshness
-from fastcore._units import NS_PER_S, seconds_to_ns
+from fastcore._units import NS_PER_S, seconds_to_ns, shown
 from fastcore.errors import InvalidFreshness
 
 __all__ = ["Freshness", "parse_cache_control", "freshness_from_response",
@@ -47,7 +51,12 @@ NEGATIVE_STATUSES = frozenset({404, 410})
 
 _MAX_NS = 1 << 59                         # FRESHNESS_MAX_NS in semantic.pxd
 _MAX_SECONDS = _MAX_NS // NS_PER_S        # delta-seconds are capped here
-_DELTA_SECONDS = re.compile(r"[0-9]+\Z")
+# RFC 9111 1.2.2: a delta-seconds too large to represent is taken as 2**31 (and then capped
+# at _MAX_SECONDS, below it). Its digits are never all converted: int() refuses more than
+# 4300 digits, and a header must never make this module raise.
+_OVERFLOW_SECONDS = 1 << 31
+_OVERFLOW_DIGITS = len(str(_OVERFLOW_SECONDS))
+_DELTA_SECONDS = re.compile(r"[0-9]+\Z")  # ASCII digits only, unlike int() and str.isdigit()
 _INVALID = object()                       # a directive value that did not parse
 
 
@@ -103,7 +112,26 @@ def _delta_seconds(value):
     """RFC 9111 1.2.2 delta-seconds -> int seconds (capped), or None when invalid."""
     if not isinstance(value, str) or not _DELTA_SECONDS.match(value):
         return None
-    return min(int(value), _MAX_SECONDS)
+    digits = value.lstrip("0")
+    if len(digits) > _OVERFLOW_DIGITS:
+        seconds = _OVERFLOW_SECONDS
+    else:
+        seconds = min(int(digits or "0"), _OVERFLOW_SECONDS)
+    return min(seconds, _MAX_SECONDS)
+
+
+def _scalar_header_text(value):
+    """A header value given as a number or another object, as the text it stands for.
+
+    An int (a numpy one too) is its digits, capped at 2**31 first so that no conversion can
+    refuse it; anything whose ``str`` fails is invalid (empty) text.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(min(value, _OVERFLOW_SECONDS))
+    try:
+        return str(value)
+    except Exception:
+        return ""
 
 
 def _header_text(header):
@@ -116,7 +144,7 @@ def _header_text(header):
     if isinstance(header, (list, tuple)):
         return ", ".join(_header_text(part) for part in header)
     raise TypeError(f"a Cache-Control header must be a str, bytes or a list of them, "
-                    f"got {header!r}")
+                    f"got {shown(header)}")
 
 
 def _age_ns(age):
@@ -221,10 +249,11 @@ def freshness_from_response(status, headers, *, shared=True, heuristic=0.0, cls=
     >>> freshness_from_response(404, {"cache-control": "max-age=30"})
     Freshness(30.0, 0.0, 0.0, negative=True)
     """
-    if isinstance(status, bool) or not isinstance(status, int):
-        raise TypeError(f"status must be an int, got {status!r}")
+    if isinstance(status, bool) or not isinstance(status, numbers.Integral):
+        raise TypeError(f"status must be an int, got {shown(status)}")
+    status = operator.index(status)
     if not 100 <= status <= 599:
-        raise InvalidFreshness(f"status must be between 100 and 599, got {status!r}")
+        raise InvalidFreshness(f"status must be between 100 and 599, got {shown(status)}")
     try:
         heuristic_ns = seconds_to_ns(heuristic, "heuristic")
     except ValueError as exc:
@@ -232,9 +261,9 @@ def freshness_from_response(status, headers, *, shared=True, heuristic=0.0, cls=
     if status < 200 or status >= 500:
         return None
     ages = _header_values(headers, "age")
-    age = ages[0] if ages else 0
+    age = ages[0] if ages else "0"
     if not isinstance(age, (str, bytes, bytearray)):
-        age = str(age)
+        age = _scalar_header_text(age)
     heuristic_ok = status in HEURISTICALLY_CACHEABLE
     fields, explicit = _parse(_header_values(headers, "cache-control"), age, shared,
                               min(heuristic_ns, _MAX_NS) if heuristic_ok else 0)

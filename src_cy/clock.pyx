@@ -1,7 +1,10 @@
 """Compiled clocks: the system monotonic clock, its coarse variant and a manual test clock."""
 from posix.time cimport clock_getres
 
-from fastcore._units import seconds_to_ns
+import numbers
+import operator
+
+from fastcore._units import seconds_to_ns, shown
 
 
 cdef class Clock:
@@ -82,7 +85,7 @@ cdef class ManualClock(Clock):
     cdef int64_t _checked(self, object ns) except -1:
         if ns < 0 or ns > CLOCK_MAX_NS:
             raise ValueError(
-                f"ManualClock time must be between 0 and {CLOCK_MAX_NS} ns, got {ns} ns")
+                f"ManualClock time must be between 0 and {CLOCK_MAX_NS} ns, got {shown(ns)} ns")
         if ns < self.manual_ns:
             raise ValueError(
                 f"ManualClock cannot move backwards: at {self.manual_ns} ns, asked for {ns} ns")
@@ -109,9 +112,10 @@ cdef class ManualClock(Clock):
 
 
 cdef object _as_int_ns(object nanoseconds):
-    if isinstance(nanoseconds, bool) or not isinstance(nanoseconds, int):
-        raise TypeError(f"nanoseconds must be an int, got {nanoseconds!r}")
-    return nanoseconds
+    """An int (a numpy integer too, not a bool) as a Python int."""
+    if isinstance(nanoseconds, bool) or not isinstance(nanoseconds, numbers.Integral):
+        raise TypeError(f"nanoseconds must be an int, got {shown(nanoseconds)}")
+    return operator.index(nanoseconds)
 
 
 cdef MonotonicClock _DEFAULT_CLOCK = MonotonicClock()

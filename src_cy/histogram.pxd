@@ -9,9 +9,12 @@
 #
 # Layout: hist_layout(lowest, highest, significant_figures) is the one pure function that
 # computes the bucket configuration (HistLayout, below). Names follow HdrHistogram:
-#   unit_magnitude  u  = floor(log2(lowest))             (the resolution unit is 2**u ns)
 #   sub_bucket_count S = 2**ceil(log2(2 * 10**sf)),     half H = S / 2, h = log2(H)
-#   bucket_count     B = buckets needed so that S * 2**(B-1) * 2**u > highest
+#   unit_magnitude  u  = floor(log2(lowest)), at most 62 - log2(S) (the resolution unit is
+#                        2**u ns; the cap, HdrHistogram's own limit, keeps S * 2**u <= 2**62
+#                        and only ever narrows buckets: lowest >= 2**54 at sf = 2)
+#   bucket_count     B = buckets needed so that S * 2**(B-1) * 2**u > highest,
+#                      = max(1, bit_length(highest) - log2(S) - u + 1), computed on magnitudes
 #   counts_len         = (B + 1) * H
 # Bucket 0 covers [0, S * 2**u) in steps of 2**u. Bucket b >= 1 covers
 # [H * 2**(b+u), S * 2**(b+u)) in steps of 2**(b+u): its lower half would repeat bucket

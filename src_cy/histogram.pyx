@@ -5,6 +5,7 @@ The layout, the rotation protocol and their costs are documented in histogram.px
 import functools
 import inspect
 import math
+import numbers
 import operator
 import re
 
@@ -27,7 +28,7 @@ from fastcore._core.atomic cimport (
 from fastcore._core.clock cimport Clock, clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
 
-from fastcore._units import ns_to_seconds, seconds_to_ns
+from fastcore._units import as_real, ns_to_seconds, seconds_to_ns, shown
 from fastcore.errors import (
     HistogramOverflowError, HistogramTypeError, HistogramValueError,
 )
@@ -111,6 +112,8 @@ cdef enum:
 cdef extern from *:
     # 2**62 ns (146 years): keeps bit lengths, shifts and bucket bounds inside int64.
     const int64_t HIST_MAX_HIGHEST "((int64_t)1 << 62)"
+    # log2 of the largest bucket-0 end S * 2**u the layout makes (HdrHistogram's own limit)
+    const int HIST_MAX_TOP_MAGNITUDE "62"
     const uint64_t HIST_U32_SPAN "((uint64_t)1 << 32)"
     const int64_t HIST_U32_MAX "((int64_t)0xFFFFFFFF)"
     # below every period: until the first whole-ring query, no write marks the cache dirty
@@ -121,11 +124,15 @@ cdef extern from *:
 # Layout: the one pure function, and the bucket arithmetic queries use.
 
 cdef HistLayout hist_layout(int64_t lowest, int64_t highest, int significant_figures) noexcept nogil:
-    """Bucket configuration for [lowest, highest] at `significant_figures` (see the .pxd)."""
+    """Bucket configuration for [lowest, highest] at `significant_figures` (see the .pxd).
+
+    Needs 1 <= lowest, 2 * lowest <= highest <= 2**62 and 1 <= significant_figures <= 4 (what
+    _checked_layout enforces). Every step is bit arithmetic on magnitudes, never a doubling of
+    a value: S * 2**u can exceed int64 (lowest = 2**61, sf = 4: 2**76) and a value doubling up
+    past 2**62 would reach 2**63, which int64 cannot hold."""
     cdef HistLayout layout
     cdef int64_t largest_single_unit = 2
     cdef int sub_bucket_count_magnitude = 0
-    cdef int64_t smallest_untrackable
     cdef int i
     for i in range(significant_figures):
         largest_single_unit *= 10
@@ -135,17 +142,18 @@ cdef HistLayout hist_layout(int64_t lowest, int64_t highest, int significant_fig
     layout.lowest = lowest
     layout.highest = highest
     layout.significant_figures = significant_figures
-    layout.unit_magnitude = hist_bit_length_u64(<uint64_t>lowest) - 1      # floor(log2(lowest))
+    # floor(log2(lowest)), but at most HIST_MAX_TOP_MAGNITUDE - log2(S): a finer unit only
+    # makes buckets narrower, and it keeps S * 2**u (bucket 0's end) at most 2**62
+    layout.unit_magnitude = min(hist_bit_length_u64(<uint64_t>lowest) - 1,
+                                HIST_MAX_TOP_MAGNITUDE - sub_bucket_count_magnitude)
     layout.sub_bucket_half_count_magnitude = sub_bucket_count_magnitude - 1
     layout.sub_bucket_count = (<int64_t>1) << sub_bucket_count_magnitude
     layout.sub_bucket_half_count = layout.sub_bucket_count // 2
     layout.sub_bucket_mask = (<uint64_t>(layout.sub_bucket_count - 1)) << layout.unit_magnitude
-    # buckets needed so that S * 2**(B-1) * 2**u > highest
-    smallest_untrackable = layout.sub_bucket_count << layout.unit_magnitude
-    layout.bucket_count = 1
-    while smallest_untrackable <= highest:
-        smallest_untrackable <<= 1
-        layout.bucket_count += 1
+    # the fewest buckets B >= 1 with S * 2**(B-1) * 2**u > highest: 2**(m+B-1) > highest with
+    # m = log2(S) + u holds exactly when m + B - 1 >= bit_length(highest)
+    layout.bucket_count = max(1, hist_bit_length_u64(<uint64_t>highest)
+                                 - (sub_bucket_count_magnitude + layout.unit_magnitude) + 1)
     layout.counts_len = (layout.bucket_count + 1) * layout.sub_bucket_half_count
     return layout
 
@@ -205,25 +213,27 @@ def histogram_layout(*, significant_figures=2, lowest=1, highest=3_600_000_000_0
 
 
 cdef HistLayout _checked_layout(object significant_figures, object lowest, object highest) except *:
-    _check_int(significant_figures, "significant_figures")
-    _check_int(lowest, "lowest")
-    _check_int(highest, "highest")
+    significant_figures = _check_int(significant_figures, "significant_figures")
+    lowest = _check_int(lowest, "lowest")
+    highest = _check_int(highest, "highest")
     if not 1 <= significant_figures <= 4:
         raise HistogramValueError(
-            f"significant_figures must be 1, 2, 3 or 4, got {significant_figures!r}")
+            f"significant_figures must be 1, 2, 3 or 4, got {shown(significant_figures)}")
     if lowest < 1:
-        raise HistogramValueError(f"lowest must be >= 1 ns, got {lowest!r}")
+        raise HistogramValueError(f"lowest must be >= 1 ns, got {shown(lowest)}")
+    if highest > HIST_MAX_HIGHEST:
+        raise HistogramValueError(f"highest must be <= 2**62 ns, got {shown(highest)}")
     if highest < 2 * lowest:
         raise HistogramValueError(
-            f"highest must be >= 2 * lowest ({2 * lowest} ns), got {highest!r}")
-    if highest > HIST_MAX_HIGHEST:
-        raise HistogramValueError(f"highest must be <= 2**62 ns, got {highest!r}")
+            f"highest must be >= 2 * lowest ({shown(2 * lowest)} ns), got {shown(highest)}")
     return hist_layout(lowest, highest, significant_figures)
 
 
-cdef _check_int(object value, str name):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise HistogramTypeError(f"{name} must be an int, got {value!r}")
+cdef object _check_int(object value, str name):
+    """An int argument (a numpy integer too, never a bool) as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise HistogramTypeError(f"{name} must be an int, got {shown(value)}")
+    return operator.index(value)
 
 
 cdef bint _same_layout(const HistLayout *a, const HistLayout *b) noexcept:
@@ -544,13 +554,13 @@ cdef int64_t hist_max(const HistLayout *layout, const uint64_t *counts) noexcept
 
 
 cdef double _checked_percentile(object percentile) except -1.0:
-    cdef double p
-    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)):
-        raise HistogramTypeError(f"percentile must be a number, got {percentile!r}")
-    p = percentile
-    if not (0.0 <= p <= 100.0):
-        raise HistogramValueError(f"percentile must be between 0 and 100, got {percentile!r}")
-    return p
+    number = as_real(percentile)
+    if number is None:
+        raise HistogramTypeError(f"percentile must be a number, got {shown(percentile)}")
+    if not (0 <= number <= 100):        # compared exactly: a huge int never reaches float()
+        raise HistogramValueError(
+            f"percentile must be between 0 and 100, got {shown(percentile)}")
+    return float(number)
 
 
 cdef dict hist_value_at_each(const HistLayout *layout, const uint64_t *counts, uint64_t total,
@@ -598,15 +608,16 @@ cdef list _checked_labels(object labels):
     if labels is None:
         return []
     if not isinstance(labels, dict):
-        raise HistogramTypeError(f"labels must be a dict of str to str, got {labels!r}")
+        raise HistogramTypeError(f"labels must be a dict of str to str, got {shown(labels)}")
     pairs = []
     for key, value in labels.items():
         if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
-            raise HistogramValueError(f"invalid Prometheus label name {key!r}")
+            raise HistogramValueError(f"invalid Prometheus label name {shown(key)}")
         if key == "le":
             raise HistogramValueError("label name 'le' is reserved for histogram buckets")
         if not isinstance(value, str):
-            raise HistogramTypeError(f"label {key!r} must have a str value, got {value!r}")
+            raise HistogramTypeError(
+                f"label {shown(key)} must have a str value, got {shown(value)}")
         pairs.append(f'{key}="{_escape_label_value(value)}"')
     return pairs
 
@@ -615,15 +626,25 @@ cdef list _checked_buckets(object buckets):
     if buckets is None:
         buckets = DEFAULT_BUCKETS
     try:
-        bounds = [float(bound) for bound in buckets]
-    except (TypeError, ValueError):
-        raise HistogramTypeError(f"buckets must be numbers of seconds, got {buckets!r}") from None
-    for bound in bounds:
+        given = [as_real(bound) for bound in buckets]
+    except TypeError:                       # not iterable
+        given = [None]
+    if any(number is None for number in given):
+        raise HistogramTypeError(f"buckets must be numbers of seconds, got {shown(buckets)}")
+    bounds = []
+    for number in given:
+        try:
+            bound = float(number)
+        except OverflowError:               # an int past the largest float
+            bound = math.inf
         if not math.isfinite(bound) or bound <= 0.0:
             raise HistogramValueError(
-                f"bucket bounds must be finite and > 0 seconds, got {bound!r} (+Inf is implied)")
+                f"bucket bounds must be finite and > 0 seconds, got {shown(number)} "
+                "(+Inf is implied)")
+        bounds.append(bound)
     if any(a >= b for a, b in zip(bounds, bounds[1:])):
-        raise HistogramValueError(f"bucket bounds must be strictly increasing, got {bounds!r}")
+        raise HistogramValueError(
+            f"bucket bounds must be strictly increasing, got {shown(bounds)}")
     return bounds
 
 
@@ -635,9 +656,9 @@ cdef str hist_exposition(const HistLayout *layout, const uint64_t *counts, uint6
     cdef uint64_t overflow = counts[layout.counts_len]
     cdef double sum_ns = 0.0
     if not isinstance(name, str) or not _METRIC_NAME.match(name):
-        raise HistogramValueError(f"invalid Prometheus metric name {name!r}")
+        raise HistogramValueError(f"invalid Prometheus metric name {shown(name)}")
     if not isinstance(help, str):
-        raise HistogramTypeError(f"help must be a str, got {help!r}")
+        raise HistogramTypeError(f"help must be a str, got {shown(help)}")
     pairs = _checked_labels(labels)
     bounds = _checked_buckets(buckets)
     prefix = ",".join(pairs) + ("," if pairs else "")
@@ -648,7 +669,8 @@ cdef str hist_exposition(const HistLayout *layout, const uint64_t *counts, uint6
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
     for bound in bounds:
         # a bucket counts toward `le` when every value it may hold is <= the bound
-        bound_ns = seconds_to_ns(bound, "bucket bound")
+        # a bound past int64 ns (292 years) lies above every bucket
+        bound_ns = min(seconds_to_ns(bound, "bucket bound"), INT64_MAX)
         while index < layout.counts_len and hist_highest_of_index(layout, index) <= bound_ns:
             cumulative += counts[index]
             index += 1
@@ -700,9 +722,10 @@ cdef class LatencyHistogram:
         cdef HistLayout layout = _checked_layout(significant_figures, lowest, highest)
         cdef Clock resolved = clock_resolve(clock)
         cdef int64_t slot
-        _check_int(slices, "slices")
+        slices = _check_int(slices, "slices")
         if not 1 <= slices <= HIST_MAX_SLICES:
-            raise HistogramValueError(f"slices must be between 1 and {HIST_MAX_SLICES}, got {slices!r}")
+            raise HistogramValueError(
+                f"slices must be between 1 and {HIST_MAX_SLICES}, got {shown(slices)}")
         try:
             window_ns = seconds_to_ns(window, "window")
         except TypeError as error:
@@ -712,7 +735,9 @@ cdef class LatencyHistogram:
         if window_ns == 0 or window_ns % slices != 0:
             raise HistogramValueError(
                 f"window must be > 0 and a whole number of ns divisible by slices={slices}, "
-                f"got {window!r} s")
+                f"got {shown(window)} s")
+        if window_ns > HIST_MAX_HIGHEST:
+            raise HistogramValueError(f"window must be at most 2**62 ns, got {shown(window)} s")
         if self.counts != NULL:
             raise HistogramValueError("LatencyHistogram.__init__ may be called only once")
         stride = layout.counts_len + 1
@@ -776,8 +801,7 @@ cdef class LatencyHistogram:
             value_ns if type(value_ns) is int else _as_int(value_ns, "latency"), &too_large)
         if too_large:
             value = INT64_MAX if too_large > 0 else -1
-        cdef int64_t n = 1 if count is 1 else (
-            count if type(count) is int else _as_int(count, "count"))
+        cdef int64_t n = 1 if count is 1 else _record_count(count)
         if value < 0 or n < 1:
             _bad_record(value, n)
         if n <= HIST_U32_MAX:
@@ -832,7 +856,7 @@ cdef class LatencyHistogram:
         ... async def handler(request): ...
         """
         if not callable(func):
-            raise HistogramTypeError(f"timed() needs a callable, got {func!r}")
+            raise HistogramTypeError(f"timed() needs a callable, got {shown(func)}")
         cdef LatencyHistogram hist = self
         if inspect.iscoroutinefunction(func):
             async def timed_async(*args, **kwargs):
@@ -1040,7 +1064,7 @@ cdef int64_t _window_periods(LatencyHistogram self, object window) except -1:
     if window_ns == 0 or window_ns % self.slice_ns != 0 or window_ns > self.window_ns:
         raise HistogramValueError(
             f"window must be a whole number of slices ({ns_to_seconds(self.slice_ns)!r} s each)"
-            f" up to {ns_to_seconds(self.window_ns)!r} s, got {window!r}")
+            f" up to {ns_to_seconds(self.window_ns)!r} s, got {shown(window)}")
     return window_ns // self.slice_ns
 
 cdef uint64_t *_merged_counts(LatencyHistogram self, object window, uint64_t *total) except NULL:
@@ -1108,11 +1132,22 @@ cdef hist_divisor _divisor(object d):
     return divisor
 
 
+cdef int64_t _record_count(object count) except? -1:
+    """record()'s count (not 1) as int64; a count past int64 is an error, not OverflowError."""
+    cdef int too_large = 0
+    cdef int64_t n = PyLong_AsLongLongAndOverflow(
+        count if type(count) is int else _as_int(count, "count"), &too_large)
+    if too_large:
+        raise HistogramValueError(
+            f"count must be between 1 and 2**63 - 1, got {shown(count)}")
+    return n
+
+
 cdef object _as_int(object value, str name):
     try:
         return operator.index(value)
     except TypeError:
-        raise HistogramTypeError(f"{name} must be an int (ns), got {value!r}") from None
+        raise HistogramTypeError(f"{name} must be an int (ns), got {shown(value)}") from None
 
 
 cdef _bad_values(object values):

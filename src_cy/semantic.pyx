@@ -5,6 +5,8 @@ single flight and asyncio live in fastcore/semantic.py on top of SemanticCacheCo
 """
 import enum
 import math
+import numbers
+import operator
 import random as _random_module
 import threading
 from collections.abc import Mapping
@@ -15,7 +17,7 @@ from libc.stdint cimport int64_t
 cimport cython
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 
-from fastcore._units import ns_to_seconds, seconds_to_ns
+from fastcore._units import as_real, ns_to_seconds, seconds_to_ns, shown
 from fastcore.errors import InvalidFreshness, UnknownIntent, ValueTooLarge
 
 
@@ -43,7 +45,7 @@ cdef int64_t _span_ns(object seconds, str name) except -1:
         raise InvalidFreshness(str(exc)) from None
     if ns > FRESHNESS_MAX_NS:
         raise InvalidFreshness(
-            f"{name} must be at most {FRESHNESS_MAX_NS / 1e9:.0f} s, got {seconds!r}")
+            f"{name} must be at most {FRESHNESS_MAX_NS / 1e9:.0f} s, got {shown(seconds)}")
     return ns
 
 
@@ -188,7 +190,7 @@ cdef class Intent:
     def __init__(self, name, max_staleness=0.0, serve_stale_while_revalidate=True,
                  serve_stale_on_error=True):
         if not isinstance(name, str):
-            raise TypeError(f"an intent name must be a str, got {name!r}")
+            raise TypeError(f"an intent name must be a str, got {shown(name)}")
         if not name:
             raise InvalidFreshness("an intent name must not be empty")
         cdef int64_t staleness_ns = _span_ns(max_staleness, "max_staleness")
@@ -266,7 +268,7 @@ cdef class Loaded:
 
     def __init__(self, value, freshness):
         if freshness is not None and not isinstance(freshness, Freshness):
-            raise TypeError(f"freshness must be a Freshness or None, got {freshness!r}")
+            raise TypeError(f"freshness must be a Freshness or None, got {shown(freshness)}")
         self.value = value
         self.freshness = freshness
 
@@ -309,47 +311,56 @@ cdef class SemanticCacheCore:
     def __init__(self, maxsize, *, default=None, intents=None, default_intent=None,
                  negative_ttl=10.0, getsizeof=None, clock=None, xfetch_beta=1.0, random=None,
                  executor=None):
-        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError(f"maxsize must be an int, got {maxsize!r}")
+        if isinstance(maxsize, bool) or not isinstance(maxsize, numbers.Integral):
+            raise TypeError(f"maxsize must be an int, got {shown(maxsize)}")
+        maxsize = operator.index(maxsize)
         if not 1 <= maxsize < (1 << 62):
-            raise ValueError(f"maxsize must be between 1 and 2**62, got {maxsize!r}")
+            raise ValueError(f"maxsize must be between 1 and 2**62, got {shown(maxsize)}")
         if default is None:
             default = Freshness(60.0)
         elif not isinstance(default, Freshness):
-            raise TypeError(f"default must be a Freshness, got {default!r}")
+            raise TypeError(f"default must be a Freshness, got {shown(default)}")
+        _span_ns(negative_ttl, "negative_ttl")    # names the argument if it is bad
         negative_default = Freshness(negative_ttl, negative=True)
         if getsizeof is not None and not callable(getsizeof):
-            raise TypeError(f"getsizeof must be callable or None, got {getsizeof!r}")
-        if isinstance(xfetch_beta, bool) or not isinstance(xfetch_beta, (int, float)):
-            raise TypeError(f"xfetch_beta must be a number, got {xfetch_beta!r}")
-        if not (0.0 <= xfetch_beta < math.inf):
-            raise ValueError(f"xfetch_beta must be finite and >= 0, got {xfetch_beta!r}")
+            raise TypeError(f"getsizeof must be callable or None, got {shown(getsizeof)}")
+        beta = as_real(xfetch_beta)
+        if beta is None:
+            raise TypeError(f"xfetch_beta must be a number, got {shown(xfetch_beta)}")
+        try:
+            beta = float(beta)
+        except OverflowError:       # an int past the largest float
+            beta = math.inf
+        if not (0.0 <= beta < math.inf):
+            raise ValueError(f"xfetch_beta must be finite and >= 0, got {shown(xfetch_beta)}")
         if random is None:
             random = _random_module.Random().random
         elif not callable(random):
-            raise TypeError(f"random must be a callable returning [0, 1), got {random!r}")
+            raise TypeError(f"random must be a callable returning [0, 1), got {shown(random)}")
         registry = {}
         if intents is not None:
             items = intents.items() if isinstance(intents, Mapping) else (
                 (getattr(i, "name", None), i) for i in intents)
             for name, intent in items:
                 if not isinstance(intent, Intent):
-                    raise TypeError(f"intents must hold Intent objects, got {intent!r}")
+                    raise TypeError(f"intents must hold Intent objects, got {shown(intent)}")
                 if name != (<Intent>intent).name:
                     raise InvalidFreshness(
-                        f"intent registered as {name!r} is named {(<Intent>intent).name!r}")
+                        f"intent registered as {shown(name)} is named "
+                        f"{shown((<Intent>intent).name)}")
                 registry[name] = intent
         if default_intent is None:
             default_intent = registry.get("default") or Intent("default")
         elif isinstance(default_intent, str):
             if default_intent not in registry:
-                raise UnknownIntent(f"default_intent {default_intent!r} is not in intents")
+                raise UnknownIntent(f"default_intent {shown(default_intent)} is not in intents")
             default_intent = registry[default_intent]
         elif not isinstance(default_intent, Intent):
-            raise TypeError(f"default_intent must be an Intent or a name, got {default_intent!r}")
+            raise TypeError(
+                f"default_intent must be an Intent or a name, got {shown(default_intent)}")
         if registry.get((<Intent>default_intent).name, default_intent) != default_intent:
             raise InvalidFreshness(
-                f"default_intent {default_intent!r} differs from the registered intent "
+                f"default_intent {shown(default_intent)} differs from the registered intent "
                 f"of that name")
         registry[(<Intent>default_intent).name] = default_intent
 
@@ -368,7 +379,7 @@ cdef class SemanticCacheCore:
                                           (<Intent>intent).max_staleness_ns)
             self._any_swr |= (<Intent>intent).serve_stale_while_revalidate
             self._any_soe |= (<Intent>intent).serve_stale_on_error
-        self.xfetch_beta = xfetch_beta
+        self.xfetch_beta = beta
         self._random = random
         self._executor = executor
 
@@ -383,11 +394,11 @@ cdef class SemanticCacheCore:
             found = self._intents.get(intent)
             if found is None:
                 raise UnknownIntent(
-                    f"unknown intent {intent!r}; configured: {sorted(self._intents)}")
+                    f"unknown intent {shown(intent)}; configured: {sorted(self._intents)}")
             return <Intent>found
         if isinstance(intent, Intent):
             return <Intent>intent
-        raise TypeError(f"intent must be None, a name or an Intent, got {intent!r}")
+        raise TypeError(f"intent must be None, a name or an Intent, got {shown(intent)}")
 
     cdef Lookup _hit(self, _Entry e, int state, int64_t now_ns):
         cdef Lookup r = Lookup.__new__(Lookup)
@@ -502,7 +513,7 @@ cdef class SemanticCacheCore:
             return 1
         size = self.getsizeof(value)
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"getsizeof must return an int >= 1, got {size!r}")
+            raise ValueError(f"getsizeof must return an int >= 1, got {shown(size)}")
         if size > self.maxsize:
             raise ValueTooLarge(f"value of size {size} is larger than maxsize {self.maxsize}")
         return size
@@ -511,7 +522,7 @@ cdef class SemanticCacheCore:
         if freshness is None:
             return self.negative_default if negative else self.default
         if not isinstance(freshness, Freshness):
-            raise TypeError(f"freshness must be a Freshness or None, got {freshness!r}")
+            raise TypeError(f"freshness must be a Freshness or None, got {shown(freshness)}")
         return <Freshness>freshness
 
     cdef object _insert(self, object key, object value, Freshness f, bint negative,

@@ -13,13 +13,14 @@ cdef extern from "<stdlib.h>" nogil:
 
 import operator
 import time as _time
+from fractions import Fraction
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 from types import GenericAlias
 
 from fastcore._core.clock cimport Clock, CLOCK_KIND_MANUAL, clock_now_ns, clock_resolve
 from fastcore._core.debug cimport FASTCORE_DEBUG
 from fastcore._core.clock import CoarseClock, ManualClock
-from fastcore._units import seconds_to_ns
+from fastcore._units import as_real, seconds_to_ns, shown
 
 cdef extern from *:
     const uint32_t TTL_NIL "((uint32_t)0xFFFFFFFFu)"
@@ -105,14 +106,27 @@ cdef object _time_object(TTLCache c, ttl_now *now):
 
 cdef int _time_from_object(TTLCache c, object time, ttl_now *out) except -1:
     """expire(time=...): seconds from the caller's timeline to the stored representation."""
+    cdef object value
     if c.timer_mode:
-        out.raw = PyFloat_AsDouble(time)
+        value = as_real(time)
+        if value is None:
+            raise TypeError(f"time must be a number, got {shown(time)}")
+        out.raw = _as_double(value)
         if isnan(out.raw):
             raise ValueError("time must not be NaN")
         out.key = _order_key(out.raw)
     else:
-        out.key = seconds_to_ns(time, "time")
+        # a time past the int64 range expires everything, as INT64_MAX ns does
+        out.key = min(seconds_to_ns(time, "time"), INT64_MAX)
     return 0
+
+
+cdef double _as_double(object number):
+    """An int, float or Fraction as a double; an int past the float range is +-inf."""
+    try:
+        return float(number)
+    except OverflowError:
+        return float("inf") if number > 0 else float("-inf")
 
 
 cdef int _freeze(TTLCache c) except -1:
@@ -511,7 +525,7 @@ cdef object _checked_size(TTLCache c, object value):
             try:
                 size = operator.index(size)
             except TypeError:
-                raise TypeError(f"getsizeof must return a number, got {size!r}") from None
+                raise TypeError(f"getsizeof must return a number, got {shown(size)}") from None
     if size != size:
         raise ValueError("value size must not be NaN")
     if size > c._maxsize:
@@ -800,20 +814,24 @@ cdef class TTLCache:
             raise MemoryError()
 
     def __init__(self, maxsize, ttl, timer=_time.monotonic, getsizeof=None, *, clock=None):
-        if isinstance(maxsize, bool) or not isinstance(maxsize, (int, float)):
-            raise TypeError(f"maxsize must be a number, got {maxsize!r}")
+        number = as_real(maxsize)
+        if number is None or isinstance(number, Fraction):
+            raise TypeError(f"maxsize must be a number, got {shown(maxsize)}")
+        maxsize = number
         if maxsize != maxsize:
             raise ValueError("maxsize must not be NaN")
         if maxsize < 0:
             raise ValueError("maxsize must be non-negative")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
-            raise TypeError(f"ttl must be a number of seconds, got {ttl!r}")
+        number = as_real(ttl)
+        if number is None or isinstance(number, Fraction):
+            raise TypeError(f"ttl must be a number of seconds, got {shown(ttl)}")
+        ttl = number
         if ttl != ttl or ttl < 0:
-            raise ValueError(f"ttl must be a number of seconds >= 0, got {ttl!r}")
+            raise ValueError(f"ttl must be a number of seconds >= 0, got {shown(ttl)}")
         if getsizeof is None and type(self).getsizeof is not TTLCache.getsizeof:
             getsizeof = self.getsizeof
         if getsizeof is not None and not callable(getsizeof):
-            raise TypeError(f"getsizeof must be callable, got {getsizeof!r}")
+            raise TypeError(f"getsizeof must be callable, got {shown(getsizeof)}")
         if isinstance(timer, Clock):
             if clock is not None and clock is not timer:
                 raise TypeError("pass either timer= or clock=, not both")
@@ -821,7 +839,7 @@ cdef class TTLCache:
         elif timer is None or timer is _time.monotonic:
             pass
         elif not callable(timer):
-            raise TypeError(f"timer must be callable, got {timer!r}")
+            raise TypeError(f"timer must be callable, got {shown(timer)}")
         elif clock is not None:
             raise TypeError("pass either timer= or clock=, not both")
         resolved = clock_resolve(clock)
@@ -837,7 +855,7 @@ cdef class TTLCache:
         self._maxsize = maxsize
         self._ttl = ttl
         self.ttl_ns = ttl_ns
-        self.ttl_f = float(ttl)
+        self.ttl_f = _as_double(ttl)
         self._getsizeof = getsizeof
         self.max_count = <int64_t>floor(min(<double>maxsize, <double>MAX_ENTRIES)) \
             if maxsize < MAX_ENTRIES else MAX_ENTRIES

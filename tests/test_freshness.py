@@ -198,3 +198,100 @@ def test_bad_numeric_age_and_header_type_raise():
         Freshness.from_cache_control("max-age=60", age=-1)
     with pytest.raises(TypeError):
         Freshness.from_cache_control(60)
+
+
+# -- delta-seconds past every limit (RFC 9111 1.2.2) and non-ASCII digits --------------------
+
+# A delta-seconds above 2**31 counts as 2**31 s, and every span is capped at 2**59 ns, so any
+# value from floor(2**59 / 1e9) = 576,460,752 s up is that many whole seconds.
+CAP_S = 576_460_752
+CAP_NS = CAP_S * 10**9
+DIRECTIVES = ("max-age", "s-maxage", "stale-while-revalidate", "stale-if-error")
+
+
+def expected_seconds(digits):
+    """Seconds a string of ASCII digits stands for, by the rule above (no int() past 4000)."""
+    significant = digits.lstrip("0")
+    return CAP_S if len(significant) > 4000 else min(int(significant or "0"), CAP_S)
+
+
+@pytest.mark.parametrize("digits", [
+    "2147483648", "2147483647", "576460753", "9" * 4300, "9" * 4301, "1" + "0" * 5000,
+    "9" * 100_000,
+], ids=lambda d: f"{len(d)} digits" if len(d) > 12 else d)
+def test_huge_delta_seconds_count_as_2_to_31_then_the_cap(digits):
+    assert Freshness.from_cache_control(f"max-age={digits}").max_age_ns == CAP_NS
+    assert Freshness.from_cache_control(f's-maxage="{digits}"').max_age_ns == CAP_NS
+    f = Freshness.from_cache_control(
+        f"max-age=1, stale-while-revalidate={digits}, stale-if-error={digits}")
+    assert (f.max_age_ns, f.stale_while_revalidate_ns, f.stale_if_error_ns) == (
+        10**9, CAP_NS, CAP_NS)
+    # as an Age: older than any lifetime, so stale at once; the age itself is capped
+    f = Freshness.from_cache_control("max-age=60, stale-if-error=60", age=digits)
+    assert (f.max_age_ns, f.stale_if_error_ns, f.age_ns) == (0, 0, CAP_NS)
+    f = Freshness.from_response(200, {"Cache-Control": "max-age=60", "Age": digits})
+    assert (f.max_age_ns, f.age_ns) == (0, CAP_NS)
+
+
+def test_leading_zeros_are_not_digits_to_convert():
+    assert Freshness.from_cache_control("max-age=" + "0" * 5000 + "60") == F(60)
+    assert Freshness.from_cache_control("max-age=" + "0" * 5000) == F(0)
+    assert Freshness.from_cache_control("max-age=576460751").max_age_ns == 576_460_751 * 10**9
+
+
+NON_ASCII_DIGITS = [
+    "\u0666\u0660",              # Arabic-Indic 60
+    "\u06f6\u06f0",              # Extended Arabic-Indic 60
+    "\u096c\u0966",              # Devanagari 60
+    "\uff16\uff10",              # fullwidth 60
+    "6\u0660",                   # mixed ASCII and Arabic-Indic
+    "\u2076\u2070",              # superscript 60: isdigit() but not int()
+    "\U0001d7fc\U0001d7f2",      # mathematical monospace 60
+]
+
+
+@pytest.mark.parametrize("value", NON_ASCII_DIGITS, ids=ascii)
+def test_non_ascii_digits_are_not_delta_seconds(value):
+    # as any malformed value: an invalid lifetime or Age is stale at once, an invalid stale
+    # window is no window
+    assert Freshness.from_cache_control(f"max-age={value}") == F(0)
+    assert Freshness.from_cache_control(f's-maxage="{value}"') == F(0)
+    assert Freshness.from_cache_control(
+        f"max-age=60, stale-while-revalidate={value}, stale-if-error={value}") == F(60)
+    assert Freshness.from_cache_control("max-age=60, stale-if-error=60", age=value) == F(
+        0, 0, 60)
+    assert Freshness.from_response(200, {"cache-control": "max-age=60", "age": value}) == F(0)
+
+
+DIGIT_STRINGS = (
+    st.text(alphabet="0123456789", min_size=1, max_size=24)
+    | st.tuples(st.text(alphabet="0123456789", max_size=6), st.integers(4290, 6000)).map(
+        lambda t: t[0] + "7" * t[1]))
+HEADER_VALUES = (
+    DIGIT_STRINGS
+    | st.text(alphabet=st.characters(categories=["Nd"]), min_size=1, max_size=8)
+    | st.text(max_size=40))
+
+
+@given(directive=st.sampled_from(DIRECTIVES), value=HEADER_VALUES, age=HEADER_VALUES,
+       quoted=st.booleans(), shared=st.booleans())
+def test_any_directive_value_or_age_never_raises(directive, value, age, quoted, shared):
+    header = f'{directive}="{value}"' if quoted else f"{directive}={value}"
+    for f in (Freshness.from_cache_control(header, age=age, shared=shared),
+              Freshness.from_response(200, {"cache-control": header, "age": age},
+                                      shared=shared),
+              Freshness.from_response(404, [("Cache-Control", header.encode("utf-8")),
+                                            ("AGE", age)], shared=shared)):
+        if f is None:               # the value itself held a "no-store" or "private"
+            continue
+        assert isinstance(f, Freshness)
+        for span in (f.max_age_ns, f.stale_while_revalidate_ns, f.stale_if_error_ns, f.age_ns):
+            assert 0 <= span <= 2**59
+
+
+@given(digits=DIGIT_STRINGS)
+def test_ascii_delta_seconds_read_exactly_up_to_the_cap(digits):
+    seconds = expected_seconds(digits)
+    assert Freshness.from_cache_control(f"max-age={digits}").max_age_ns == seconds * 10**9
+    f = Freshness.from_cache_control(f"max-age={CAP_S}", age=digits)
+    assert (f.max_age_ns, f.age_ns) == ((CAP_S - seconds) * 10**9, seconds * 10**9)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from fastcore import InvalidRate, Rate, parse_rate
-from fastcore._units import gcra_params
+from fastcore._units import gcra_params, window_params
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -61,3 +61,64 @@ def test_gcra_params_round_the_safe_way(rate, burst, emission_ns, tau_ns):
 def test_gcra_params_refuse_bad_rates_and_bursts(rate, burst):
     with pytest.raises(InvalidRate):
         gcra_params(rate, burst)
+
+
+# -- the rate grammar is ASCII, and its numbers are bounded ----------------------------------
+
+@pytest.mark.parametrize("text", [
+    "\u0665/second",                  # Arabic-Indic 5
+    "\uff15/second",                  # fullwidth 5
+    "\u096b per minute",              # Devanagari 5
+    "5/\u0663 seconds",               # Arabic-Indic 3 as the count
+    "\U0001d7fb/s",                   # mathematical double-struck 5
+    "5\u2003/second",                 # an em space is not ASCII whitespace
+    "5/\u017fecond",                  # long s folds to "s" case-insensitively
+    "5/\u212a",                       # Kelvin sign folds to "k"
+    "5/second\n\u00a0",               # no-break space after the unit
+])
+def test_parse_rate_is_ascii_only(text):
+    with pytest.raises(InvalidRate, match="cannot parse") as error:
+        parse_rate(text)
+    assert repr(text) in str(error.value)
+
+
+@pytest.mark.parametrize("text", [
+    "9" * 5000 + "/second",
+    "1/" + "9" * 400 + " seconds",
+    "1" + "0" * 18 + "/second",       # 10**18: one digit too many
+    "1/" + "1" + "0" * 18 + " s",
+])
+def test_parse_rate_refuses_numbers_past_18_digits(text):
+    with pytest.raises(InvalidRate, match="more than 18 digits") as error:
+        parse_rate(text)
+    assert len(str(error.value)) < 200            # the text is shown cut, not whole
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("9" * 18 + "/second", Rate(10**18 - 1, 1.0)),
+    ("1/" + "9" * 18 + " seconds", Rate(1, float(10**18 - 1))),
+    ("0" * 5000 + "5/" + "0" * 5000 + "2 minutes", Rate(5, 120.0)),   # leading zeros
+    ("5/second" + " " * 10_000, Rate(5, 1.0)),
+])
+def test_parse_rate_largest_numbers_and_long_text(text, expected):
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1e400/second", "1.5e3/s", "x" * 10_000, "5/" + "s" * 10_000,
+                                  "inf/second", "nan/second", "-0/second"])
+def test_parse_rate_never_leaks_int_or_float_errors(text):
+    with pytest.raises(InvalidRate) as error:
+        parse_rate(text)
+    assert len(str(error.value)) < 200
+
+
+@pytest.mark.parametrize("make", [
+    lambda text: gcra_params(text, None),
+    lambda text: window_params(text, None),
+], ids=["gcra_params", "window_params"])
+@pytest.mark.parametrize("text", ["1e400/second", "9" * 5000 + "/second",
+                                  "1/" + "9" * 400 + " seconds", "\u0665/second",
+                                  "999999999999999999/ms", "1/999999999999999999 days"])
+def test_limiters_turn_any_rate_string_into_invalid_rate(make, text):
+    with pytest.raises(InvalidRate):
+        make(text)
