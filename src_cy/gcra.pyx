@@ -6,6 +6,7 @@ from libc.stdint cimport int64_t, uint8_t
 import numpy as np
 
 from fastcore._core.atomic cimport fc_atomic_store_i64
+from fastcore._core.cost cimport batch_cost_values, cost_arg
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 from fastcore._core.keytable cimport (
     KEYTABLE_PREFETCH_AHEAD, keytable_lookup, keytable_prefetch_for_write, keytable_release,
@@ -59,16 +60,18 @@ cdef class TokenBucket:
         self.rate_ = rate
         self.tat_ns = 0
 
-    def try_acquire(self, double cost=1.0):
+    def try_acquire(self, object cost=1.0):
         """Take ``cost`` tokens if available; True when admitted (the fast path)."""
-        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t increment_ns = gcra_cost_ns(cost_arg(cost), self.emission_ns, self.tau_ns,
+                                                 self.burst_)
         cdef int64_t tat_after_ns
         return gcra_admit(&self.tat_ns, increment_ns, self.tau_ns,
                           clock_now_ns(self.clock_), &tat_after_ns)
 
-    def acquire(self, double cost=1.0):
+    def acquire(self, object cost=1.0):
         """Take ``cost`` tokens if available and return the full ``Decision``."""
-        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t increment_ns = gcra_cost_ns(cost_arg(cost), self.emission_ns, self.tau_ns,
+                                                 self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef int64_t tat_after_ns
         cdef bint allowed = gcra_admit(&self.tat_ns, increment_ns, self.tau_ns, now_ns,
@@ -76,9 +79,10 @@ cdef class TokenBucket:
         return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
                              self.tau_ns)
 
-    def peek(self, double cost=1.0):
+    def peek(self, object cost=1.0):
         """The ``Decision`` that ``acquire(cost)`` would return now, consuming nothing."""
-        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t increment_ns = gcra_cost_ns(cost_arg(cost), self.emission_ns, self.tau_ns,
+                                                 self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef int64_t tat_after_ns
         cdef bint allowed = gcra_would_admit(self.tat_ns, increment_ns, self.tau_ns, now_ns,
@@ -155,9 +159,10 @@ cdef class KeyedTokenBucket(KeyTable):
         """Every TAT is at most now + tau, so every key is idle within tau."""
         return self.tau_ns
 
-    def try_acquire(self, key, double cost=1.0):
+    def try_acquire(self, key, object cost=1.0):
         """Take ``cost`` tokens from ``key``'s bucket if available; True when admitted."""
-        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t increment_ns = gcra_cost_ns(cost_arg(cost), self.emission_ns, self.tau_ns,
+                                                 self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t tat_after_ns
@@ -167,9 +172,10 @@ cdef class KeyedTokenBucket(KeyTable):
         keytable_release(self)
         return allowed
 
-    def acquire(self, key, double cost=1.0):
+    def acquire(self, key, object cost=1.0):
         """Take ``cost`` tokens from ``key``'s bucket if available; the full ``Decision``."""
-        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t increment_ns = gcra_cost_ns(cost_arg(cost), self.emission_ns, self.tau_ns,
+                                                 self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t tat_after_ns
@@ -183,9 +189,10 @@ cdef class KeyedTokenBucket(KeyTable):
         return gcra_decision(allowed, tat_after_ns, increment_ns, now_ns, self.emission_ns,
                              self.tau_ns)
 
-    def peek(self, key, double cost=1.0):
+    def peek(self, key, object cost=1.0):
         """The ``Decision`` that ``acquire(key, cost)`` would return now, changing nothing."""
-        cdef int64_t increment_ns = gcra_cost_ns(cost, self.emission_ns, self.tau_ns, self.burst_)
+        cdef int64_t increment_ns = gcra_cost_ns(cost_arg(cost), self.emission_ns, self.tau_ns,
+                                                 self.burst_)
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_lookup(self, key, PyObject_Hash(key))
         cdef int64_t tat_ns = 0, tat_after_ns
@@ -233,7 +240,7 @@ cdef class KeyedTokenBucket(KeyTable):
             if self.emission_ns > self.tau_ns:
                 gcra_checked_cost_ns(1.0, self.emission_ns, self.tau_ns, self.burst_)
             return None
-        values = np.ascontiguousarray(costs, dtype=np.float64).reshape(-1)
+        values = batch_cost_values(costs)
         if values.shape[0] != n:
             raise ValueError(f"keys and costs differ in length: {n} != {values.shape[0]}")
         increments = np.empty(n, dtype=np.int64)

@@ -8,6 +8,9 @@ from posix.stdlib cimport posix_memalign
 from libc.string cimport memset
 from posix.unistd cimport usleep
 
+import numbers
+import operator
+
 import numpy as np
 
 from fastcore._core.atomic cimport fc_atomic_add_i64, fc_atomic_load_i64
@@ -19,13 +22,21 @@ from fastcore._core.idlequeue cimport (
     idlequeue_list_of, idlequeue_move, idlequeue_next_ns, idlequeue_push, idlequeue_unlink,
 )
 
-from fastcore._units import seconds_to_ns
+from fastcore._units import seconds_to_ns, shown
 from fastcore.errors import FastcoreError
 
 _ON_FULL = {"evict": KEYTABLE_ON_FULL_EVICT, "deny": KEYTABLE_ON_FULL_DENY}
 # Slots are int32 and handles carry the slot in 32 bits.
 _MAX_KEYS_LIMIT = (1 << 31) - 1
 cdef uint32_t tables_made = 0       # numbers each table for its handle salt
+
+
+cdef int64_t batch_now_ns(object now) except -1:
+    """acquire_many's ``now`` (seconds) in ns; ValueError past 2**62 ns (about 146 years)."""
+    cdef object ns = seconds_to_ns(now, "now")
+    if ns > (1 << 62):
+        raise ValueError(f"now must be at most 2**62 ns (about 146 years), got {shown(now)}")
+    return ns
 
 
 cdef class KeyTable:
@@ -50,12 +61,14 @@ cdef class KeyTable:
     cdef int keytable_init(self, object max_keys, object on_full, object clock,
                            Py_ssize_t state_bytes) except -1:
         """Validate everything first, then allocate: a bad argument leaves nothing behind."""
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int):
-            raise TypeError(f"max_keys must be an int, got {max_keys!r}")
+        if isinstance(max_keys, (bool, np.bool_)) or not isinstance(max_keys, numbers.Integral):
+            raise TypeError(f"max_keys must be an int, got {shown(max_keys)}")
+        max_keys = operator.index(max_keys)
         if not 1 <= max_keys <= _MAX_KEYS_LIMIT:
-            raise ValueError(f"max_keys must be between 1 and {_MAX_KEYS_LIMIT}, got {max_keys}")
+            raise ValueError(
+                f"max_keys must be between 1 and {_MAX_KEYS_LIMIT}, got {shown(max_keys)}")
         if on_full not in _ON_FULL:
-            raise ValueError(f"on_full must be 'evict' or 'deny', got {on_full!r}")
+            raise ValueError(f"on_full must be 'evict' or 'deny', got {shown(on_full)}")
         cdef Clock resolved = clock_resolve(clock)
         if self.slots != NULL:
             raise TypeError(f"{type(self).__name__} is already initialised")
@@ -494,7 +507,8 @@ cdef class KeyTable:
         """
         cdef Py_ssize_t n = len(keys)
         cdef int64_t[::1] unit_costs = self.batch_costs(costs, n)
-        cdef int64_t now_ns = seconds_to_ns(now, "now") if now is not None else clock_now_ns(self.clock_)
+        cdef int64_t now_ns = (batch_now_ns(now) if now is not None
+                               else clock_now_ns(self.clock_))
         allowed = np.empty(n, dtype=np.bool_)        # every entry is written by the kernel
         retry = np.zeros(n, dtype=np.float64) if with_retry_after else None
         cdef uint8_t[::1] allowed_view = allowed.view(np.uint8)

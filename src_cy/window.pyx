@@ -4,8 +4,12 @@ from libc.math cimport isinf
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
+import numbers
+import operator
+
 import numpy as np
 
+from fastcore._core.cost cimport batch_cost_values, cost_arg
 from fastcore._core.clock cimport clock_now_ns
 from fastcore._core.decision cimport decision_new
 from fastcore._core.keytable cimport (
@@ -13,7 +17,7 @@ from fastcore._core.keytable cimport (
     keytable_requeue, keytable_slot_for, keytable_state, keytable_state_at,
 )
 
-from fastcore._units import WINDOW_SLICES_MAX, window_params
+from fastcore._units import WINDOW_SLICES_MAX, shown, window_params
 from fastcore.errors import CostExceedsLimit, InvalidCost
 
 
@@ -62,7 +66,7 @@ cdef class WindowLimiter(KeyTable):
             if self.one_units < 0:
                 window_checked_cost_units(1.0, self.fraction_bits, self.limit_units, self.limit_)
             return None
-        values = np.ascontiguousarray(costs, dtype=np.float64).reshape(-1)
+        values = batch_cost_values(costs)
         if values.shape[0] != n:
             raise ValueError(f"keys and costs differ in length: {n} != {values.shape[0]}")
         units = np.empty(n, dtype=np.int64)
@@ -200,9 +204,9 @@ cdef class SlidingWindowCounter(WindowLimiter):
             retry_ns = swc_retry_ns(v, cost_units, self.limit_units, window_ns, now_ns)
         return decision_new(allowed, remaining, retry_ns, reset_ns)
 
-    def try_acquire(self, key, double cost=1.0):
+    def try_acquire(self, key, object cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
-        cdef int64_t units = window_cost_units(self, cost)
+        cdef int64_t units = window_cost_units(self, cost_arg(cost))
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         # the window first: its maintenance pass may wait for batches, which must come
         # before the lookup whose slot is used (see keytable.pxd, Re-entrancy)
@@ -215,9 +219,9 @@ cdef class SlidingWindowCounter(WindowLimiter):
         keytable_release(self)
         return allowed
 
-    def acquire(self, key, double cost=1.0):
+    def acquire(self, key, object cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
-        cdef int64_t units = window_cost_units(self, cost)
+        cdef int64_t units = window_cost_units(self, cost_arg(cost))
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef int64_t w = self.window_of(now_ns)            # before the lookup, as above
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
@@ -232,9 +236,9 @@ cdef class SlidingWindowCounter(WindowLimiter):
         keytable_release(self)
         return self.decision(allowed, &v, units, now_ns)
 
-    def peek(self, key, double cost=1.0):
+    def peek(self, key, object cost=1.0):
         """The ``Decision`` that ``acquire(key, cost)`` would return now, changing nothing."""
-        cdef int64_t units = window_cost_units(self, cost)
+        cdef int64_t units = window_cost_units(self, cost_arg(cost))
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef int64_t w = self.window_of(now_ns)            # before the lookup (see acquire)
         cdef Py_ssize_t s = keytable_lookup(self, key, PyObject_Hash(key))
@@ -330,10 +334,12 @@ cdef class SlidingWindow(WindowLimiter):
 
     def __init__(self, limit, window=None, *, slices=10, max_keys=1_000_000, on_full="evict",
                  clock=None):
-        if isinstance(slices, bool) or not isinstance(slices, int):
-            raise TypeError(f"slices must be an int, got {slices!r}")
+        if isinstance(slices, (bool, np.bool_)) or not isinstance(slices, numbers.Integral):
+            raise TypeError(f"slices must be an int, got {shown(slices)}")
+        slices = operator.index(slices)
         if not 1 <= slices <= WINDOW_SLICES_MAX:
-            raise ValueError(f"slices must be between 1 and {WINDOW_SLICES_MAX}, got {slices}")
+            raise ValueError(
+                f"slices must be between 1 and {WINDOW_SLICES_MAX}, got {shown(slices)}")
         self.window_setup(limit, window, slices, max_keys, on_full, clock,
                           (sizeof(RingHead) + slices * sizeof(uint32_t) + 7) & ~7)
         self.slices = slices
@@ -378,18 +384,18 @@ cdef class SlidingWindow(WindowLimiter):
         ring_unlock(head, newest)
         return allowed
 
-    def try_acquire(self, key, double cost=1.0):
+    def try_acquire(self, key, object cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; True when admitted."""
-        cdef int64_t units = window_cost_units(self, cost)
+        cdef int64_t units = window_cost_units(self, cost_arg(cost))
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef bint allowed = s >= 0 and self.decide(s, units, now_ns, True, NULL)
         keytable_release(self)
         return allowed
 
-    def acquire(self, key, double cost=1.0):
+    def acquire(self, key, object cost=1.0):
         """Count ``cost`` against ``key`` if the window has room; the full ``Decision``."""
-        cdef int64_t units = window_cost_units(self, cost)
+        cdef int64_t units = window_cost_units(self, cost_arg(cost))
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_slot_for(self, key, now_ns)
         cdef int64_t fields[3]
@@ -401,9 +407,9 @@ cdef class SlidingWindow(WindowLimiter):
         keytable_release(self)
         return decision_new(allowed, fields[0], fields[1], fields[2])
 
-    def peek(self, key, double cost=1.0):
+    def peek(self, key, object cost=1.0):
         """The ``Decision`` that ``acquire(key, cost)`` would return now, changing nothing."""
-        cdef int64_t units = window_cost_units(self, cost)
+        cdef int64_t units = window_cost_units(self, cost_arg(cost))
         cdef int64_t now_ns = clock_now_ns(self.clock_)
         cdef Py_ssize_t s = keytable_lookup(self, key, PyObject_Hash(key))
         cdef int64_t fields[3]

@@ -9,8 +9,6 @@ ValueError from int() or float(). numpy integer and float scalars must act exact
 Python number of the same value. A failed call must leave the object as it was.
 
 Expectations are written per parameter from the docstrings, not from running the code.
-Cases the keyed limiters (gcra.pyx, window.pyx, keytable.pyx) still get wrong are marked
-xfail(strict=True) with the reason; they pass as soon as those modules are fixed.
 """
 
 import math
@@ -68,14 +66,6 @@ STRING_LABELS = {"'5'", "arabic-indic 5", "fullwidth 5", "10,000 nines"}
 OK = "ok"
 
 
-@dataclass(frozen=True)
-class Xfail:
-    """An expectation the named compiled module does not meet yet."""
-
-    expected: object
-    reason: str
-
-
 @dataclass
 class Param:
     """One public numeric parameter: `call(value)` returns a comparable summary."""
@@ -123,40 +113,30 @@ def decision(limiter, *key):
 def keyed_limiters():
     return {
         "KeyedTokenBucket": (lambda: KeyedTokenBucket(5, 5, max_keys=16, clock=clock()),
-                             CostExceedsBurst, "gcra.pyx"),
+                             CostExceedsBurst),
         "SlidingWindowCounter": (lambda: SlidingWindowCounter(5, 1.0, max_keys=16,
                                                               clock=clock()),
-                                 CostExceedsLimit, "window.pyx"),
+                                 CostExceedsLimit),
         "SlidingWindow": (lambda: SlidingWindow(5, 1.0, slices=4, max_keys=16, clock=clock()),
-                          CostExceedsLimit, "window.pyx"),
+                          CostExceedsLimit),
     }
 
 
-def cost_expectations(too_big, module, batch=False):
-    """Costs: InvalidCost for NaN, infinities and negatives; the too-big error for a finite
-    cost above the burst or limit. A bool is not a cost."""
-    cython_cost = (f"{module} takes the cost as a C double: Cython converts a 5000-digit int "
-                   "with OverflowError and a bool as 1.0 before any check runs")
+def cost_expectations(too_big, batch=False):
+    """Costs: InvalidCost for NaN, infinities, negatives and bools (True is not a cost of 1);
+    the too-big error for a finite cost above the burst or limit; an int past a double's
+    range is infinite, so InvalidCost or the too-big error."""
     expect = {
         "1e308": too_big,
-        "10**5000": Xfail((InvalidCost, too_big), cython_cost),
-        "-10**5000": Xfail(InvalidCost, cython_cost),
-        "True": Xfail(InvalidCost, cython_cost),
-        "np.True_": Xfail(InvalidCost, cython_cost),
+        "10**5000": (InvalidCost, too_big),
+        "-10**5000": InvalidCost,
+        "True": InvalidCost,
+        "np.True_": InvalidCost,
     }
+    for label in STRING_LABELS:
+        expect[label] = TypeError               # a string is never parsed as a number
     if batch:
-        numpy_cost = (f"{module}'s batch_costs converts costs with np.ascontiguousarray(dtype="
-                      "float64), which parses numeric strings (non-ASCII digits too), takes "
-                      "bools as 1.0 and raises OverflowError for a 5000-digit int")
-        for label in ("10**5000", "-10**5000", "True", "np.True_"):
-            expect[label] = Xfail(expect[label].expected, numpy_cost)
-        # a string of 10,000 nines parses to inf: InvalidCost names the cost
-        expect["10,000 nines"] = (TypeError, InvalidCost)
-        for label in ("'5'", "arabic-indic 5", "fullwidth 5"):
-            expect[label] = Xfail((TypeError, InvalidCost), numpy_cost)
-    else:
-        for label in STRING_LABELS:
-            expect[label] = (TypeError, "")       # Cython's own "must be real number" message
+        expect["10,000 nines"] = TypeError
     return expect
 
 
@@ -287,65 +267,43 @@ def build_params():
     params.append(Param("TokenBucket.acquire(cost)",
                         lambda v: TokenBucket(5, 5, clock=clock()).acquire(v),
                         InvalidCost, TypeError, (2, 0.5), "cost",
-                        expect=cost_expectations(CostExceedsBurst, "gcra.pyx")))
+                        expect=cost_expectations(CostExceedsBurst)))
     for method in ("try_acquire", "peek"):
         params.append(Param(f"TokenBucket.{method}(cost)",
                             lambda v, m=method: getattr(TokenBucket(5, 5, clock=clock()), m)(v),
                             InvalidCost, TypeError, (2, 0.5), "cost",
-                            expect=cost_expectations(CostExceedsBurst, "gcra.pyx")))
-    for name, (make, too_big, module) in keyed_limiters().items():
+                            expect=cost_expectations(CostExceedsBurst)))
+    for name, (make, too_big) in keyed_limiters().items():
         for method in ("acquire", "try_acquire", "peek"):
             params.append(Param(
                 f"{name}.{method}(cost)",
                 lambda v, mk=make, m=method: getattr(mk(), m)("k", v),
                 InvalidCost, TypeError, (2, 0.5), "cost",
-                expect=cost_expectations(too_big, module)))
+                expect=cost_expectations(too_big)))
         params.append(Param(
             f"{name}.acquire_many(costs)",
             lambda v, mk=make: mk().acquire_many(["k"], [v]).tolist(),
             InvalidCost, TypeError, (2, 0.5), "cost",
-            expect=cost_expectations(too_big, module, batch=True)))
+            expect=cost_expectations(too_big, batch=True)))
         params.append(Param(
             f"{name}.acquire_many(now)",
             lambda v, mk=make: mk().acquire_many(["k"], now=v).tolist(),
             ValueError, TypeError, (2, 0.5), "now",
-            expect={label: Xfail(ValueError, "keytable.pyx's acquire_batch assigns "
-                                 "seconds_to_ns(now) to an int64 without a range check: "
-                                 "OverflowError past 2**63 ns")
-                    for label in ("10**5000", "1e308")}))
+            expect={"10**5000": ValueError, "1e308": ValueError}))
     # -- the key table's and the sliding window's integer arguments ------------------------
-    int_arg = ("{module} checks {arg} with isinstance(int) (numpy integers refused) and "
-               "formats the value into its message with repr/str, which raises ValueError "
-               "for an int past 4300 digits")
-    long_repr = "{module} formats the whole value into its message: 10,000 characters"
     for name, make in (("KeyedTokenBucket", lambda v: KeyedTokenBucket(5, max_keys=v)),
                        ("SlidingWindowCounter", lambda v: SlidingWindowCounter(5, 1.0,
                                                                                max_keys=v))):
         params.append(Param(
             f"{name}(max_keys)", lambda v, mk=make: mk(v).max_keys, ValueError, TypeError,
-            (16,), "max_keys", integer=True,
-            expect={**{label: Xfail(ValueError, int_arg.format(module="keytable.pyx",
-                                                               arg="max_keys"))
-                       for label in ("10**5000", "-10**5000")},
-                    "10,000 nines": Xfail(TypeError, long_repr.format(module="keytable.pyx"))}))
+            (16,), "max_keys", integer=True))
     params.append(Param(
         "SlidingWindow(slices)", lambda v: SlidingWindow(5, 1.0, slices=v, max_keys=16).slices,
-        ValueError, TypeError, (4,), "slices", integer=True,
-        expect={**{label: Xfail(ValueError, int_arg.format(module="window.pyx", arg="slices"))
-                   for label in ("10**5000", "-10**5000")},
-                "10,000 nines": Xfail(TypeError, long_repr.format(module="window.pyx"))}))
+        ValueError, TypeError, (4,), "slices", integer=True))
     return params
 
 
 PARAMS = build_params()
-NUMPY_XFAIL = {
-    # parameter id -> why numpy integers are refused there for now
-    "KeyedTokenBucket(max_keys)": "keytable.pyx checks max_keys with isinstance(int)",
-    "SlidingWindowCounter(max_keys)": "keytable.pyx checks max_keys with isinstance(int)",
-    "SlidingWindow(slices)": "window.pyx checks slices with isinstance(int)",
-}
-
-
 def outcome(call, value):
     try:
         return OK, call(value)
@@ -356,12 +314,7 @@ def outcome(call, value):
 def value_cases():
     for param in PARAMS:
         for label in VALUES:
-            expected = param.expected(label)
-            marks = ()
-            if isinstance(expected, Xfail):
-                marks = pytest.mark.xfail(strict=True, reason=expected.reason)
-                expected = expected.expected
-            yield pytest.param(param, label, expected, id=f"{param.id}-{label}", marks=marks)
+            yield pytest.param(param, label, param.expected(label), id=f"{param.id}-{label}")
 
 
 @pytest.mark.parametrize("param, label, expected", list(value_cases()))
@@ -397,10 +350,7 @@ def numpy_cases():
                     continue
                 if back != good:                               # not representable
                     continue
-                marks = ()
-                if param.id in NUMPY_XFAIL and is_int_type:
-                    marks = pytest.mark.xfail(strict=True, reason=NUMPY_XFAIL[param.id])
-                yield pytest.param(param, dtype, good, marks=marks,
+                yield pytest.param(param, dtype, good,
                                    id=f"{param.id}-{dtype.__name__}({good})")
 
 
@@ -493,7 +443,7 @@ def test_token_bucket_state_survives_a_bad_cost(bad):
 @pytest.mark.parametrize("name", keyed_limiters())
 @pytest.mark.parametrize("bad", COST_ERRORS, ids=shown)
 def test_keyed_state_survives_a_bad_cost(name, bad):
-    make, too_big, _ = keyed_limiters()[name]
+    make, too_big = keyed_limiters()[name]
     limiter = make()
     limiter.acquire("a", 2)
     before = (limiter.peek("a"), limiter.peek("b"), len(limiter))
