@@ -30,6 +30,9 @@ DIRECTIVES = {
     "cdivision": True,
     "initializedcheck": False,
     "embedsignature": True,
+    # Python-syntax signatures, and class docstrings that open with "Name(...)\n--\n\n":
+    # inspect.signature() then works on every compiled class and method.
+    "embedsignature.format": "python",
     "linetrace": DEBUG,
 }
 

@@ -29,7 +29,10 @@ cdef class Clock:
 
 
 cdef class MonotonicClock(Clock):
-    """The system monotonic clock (``CLOCK_MONOTONIC``), read in C: the default everywhere.
+    """MonotonicClock()
+--
+
+The system monotonic clock (``CLOCK_MONOTONIC``), read in C: the default everywhere.
 
     Example::
 
@@ -41,7 +44,10 @@ cdef class MonotonicClock(Clock):
 
 
 cdef class CoarseClock(Clock):
-    """``CLOCK_MONOTONIC_COARSE``: about 3 ns a read instead of about 20, at the resolution
+    """CoarseClock()
+--
+
+``CLOCK_MONOTONIC_COARSE``: about 3 ns a read instead of about 20, at the resolution
     of one kernel tick (``CoarseClock.resolution()``, typically 1 to 4 ms).
 
     Choose it for limits and caches whose windows and TTLs are long compared with that
@@ -63,7 +69,10 @@ cdef class CoarseClock(Clock):
 
 
 cdef class ManualClock(Clock):
-    """A clock that moves only when told to: deterministic tests and simulations.
+    """ManualClock(start=0.0)
+--
+
+A clock that moves only when told to: deterministic tests and simulations.
 
     Seconds are rounded to the nearest nanosecond; ``advance_ns``/``set_ns`` are exact.
     Moving it backwards raises ``ValueError``.

@@ -11,7 +11,10 @@ from fastcore._units import shown
 
 @cython.freelist(64)
 cdef class Decision:
-    """A limiter's answer: ``allowed``, ``remaining``, ``retry_after``, ``reset_after``.
+    """Decision(allowed, remaining, retry_after_ns, reset_after_ns)
+--
+
+A limiter's answer: ``allowed``, ``remaining``, ``retry_after``, ``reset_after``.
 
     ``remaining`` is the whole number of tokens (or window units) left after this decision;
     ``retry_after`` the seconds after which the same call would be admitted if nothing else

@@ -35,7 +35,10 @@ cdef int64_t gcra_checked_cost_ns(double cost, int64_t emission_ns, int64_t tau_
 
 
 cdef class TokenBucket:
-    """One GCRA token bucket: ``rate`` tokens per second, capacity ``burst``.
+    """TokenBucket(rate, burst=None, *, clock=None)
+--
+
+One GCRA token bucket: ``rate`` tokens per second, capacity ``burst``.
 
     ``rate``: tokens per second (a positive number) or a rate string ("100/minute").
     ``burst``: the capacity; default the rate string's limit, else ``max(1, rate)``.
@@ -124,7 +127,10 @@ cdef class TokenBucket:
 
 
 cdef class KeyedTokenBucket(KeyTable):
-    """One GCRA token bucket per key (any hashable key), at most ``max_keys`` keys.
+    """KeyedTokenBucket(rate, burst=None, *, max_keys=1_000_000, on_full="evict", clock=None)
+--
+
+One GCRA token bucket per key (any hashable key), at most ``max_keys`` keys.
 
     ``rate``/``burst``/``clock`` as for ``TokenBucket``. When the table is full, idle keys
     (full buckets) are dropped first, which changes no decision; if every key is live,

@@ -691,7 +691,10 @@ cdef str hist_exposition(const HistLayout *layout, const uint64_t *counts, uint6
 # ---------------------------------------------------------------------------------------------
 
 cdef class LatencyHistogram:
-    """Latency histogram in integer nanoseconds over a sliding window of time slices.
+    """LatencyHistogram(*, significant_figures=2, lowest=1, highest=3_600_000_000_000, window=60.0, slices=60, clock=None)
+--
+
+Latency histogram in integer nanoseconds over a sliding window of time slices.
 
     ``LatencyHistogram(*, significant_figures=2, lowest=1, highest=3_600_000_000_000,
     window=60.0, slices=60, clock=None)``: values from ``lowest`` to ``highest`` ns are kept
@@ -1193,7 +1196,10 @@ cdef class HistogramTimer:
 
 
 cdef class HistogramSnapshot:
-    """An immutable merged histogram: the same queries as ``LatencyHistogram``, plus
+    """HistogramSnapshot()
+--
+
+An immutable merged histogram: the same queries as ``LatencyHistogram``, plus
     ``to_numpy()``. Made by ``LatencyHistogram.snapshot(window)``."""
     cdef HistLayout layout
     cdef uint64_t *counts           # counts_len buckets + overflow at counts_len

@@ -110,7 +110,10 @@ cdef class WindowLimiter(KeyTable):
 
 
 cdef class SlidingWindowCounter(WindowLimiter):
-    """The two-window approximation of a sliding window, per key, at most ``max_keys`` keys.
+    """SlidingWindowCounter(limit, window=None, *, max_keys=1_000_000, on_full="evict", clock=None)
+--
+
+The two-window approximation of a sliding window, per key, at most ``max_keys`` keys.
 
     Windows are aligned intervals of ``window`` seconds on the clock; at ``elapsed`` seconds
     into the current one, ``estimate = previous * (window - elapsed) / window + current`` and
@@ -312,7 +315,10 @@ cdef class SlidingWindowCounter(WindowLimiter):
 
 
 cdef class SlidingWindow(WindowLimiter):
-    """A sliding window kept as a ring of ``slices`` aligned sub-windows per key.
+    """SlidingWindow(limit, window=None, *, slices=10, max_keys=1_000_000, on_full="evict", clock=None)
+--
+
+A sliding window kept as a ring of ``slices`` aligned sub-windows per key.
 
     The count is the sum of the current slice and the ``slices - 1`` before it; a call is
     admitted iff ``count + cost <= limit``. It never admits more than ``limit`` within any
