@@ -25,7 +25,7 @@ from fastcore._core.gcra import KeyedTokenBucket, TokenBucket
 from fastcore._core.histogram import HistogramSnapshot, LatencyHistogram
 from fastcore._core.ttlcache import TTLCache
 from fastcore._core.window import SlidingWindow, SlidingWindowCounter
-from fastcore._units import Rate, parse_rate
+from fastcore._units import Rate, parse_many, parse_rate
 from fastcore.freshness import Freshness
 from fastcore.ratelimit import rate_limited
 from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
@@ -67,6 +67,7 @@ __all__ = [
     "monotonic_ns",
     "Rate",
     "parse_rate",
+    "parse_many",
     "get_include",
     "FastcoreError",
     "InvalidRate",

@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 from fastcore.errors import InvalidRate
 
-__all__ = ["Rate", "parse_rate", "seconds_to_ns", "ns_to_seconds", "as_real", "shown"]
+__all__ = ["Rate", "parse_rate", "parse_many", "seconds_to_ns", "ns_to_seconds", "as_real",
+           "shown"]
 
 NS_PER_S = 1_000_000_000
 # Largest tolerance / window accepted: keeps now + tolerance inside int64 for 146 years.
@@ -26,9 +27,15 @@ _UNIT_SECONDS = {
     "m": 60, "min": 60, "minute": 60,
     "h": 3600, "hr": 3600, "hour": 3600,
     "d": 86400, "day": 86400,
+    # the limits package's calendar-free units: a month is 30 days, a year 12 such months
+    "month": 30 * 86400, "year": 360 * 86400,
 }
 # Units that also take a plural "s" ("ms" is itself a unit, never a plural of "m").
-_PLURAL_UNITS = {"millisecond", "sec", "second", "min", "minute", "hr", "hour", "day"}
+_PLURAL_UNITS = {"millisecond", "sec", "second", "min", "minute", "hr", "hour", "day", "month",
+                 "year"}
+# Separators between the rates of parse_many, as the limits package accepts them.
+_RATE_SEPARATORS = re.compile(r"[,;|]")
+_FRACTION_RE = re.compile(r"\s*[0-9]*\.[0-9]+\s*(?:/|\bper\b)", re.ASCII | re.IGNORECASE)
 # ASCII only: Python's \d, int() and str.isdigit() also take other scripts' digits.
 _RATE_RE = re.compile(
     r"\s*(?P<limit>[0-9]+)\s*(?:/|\bper\b)\s*(?P<count>[0-9]+)?\s*(?P<unit>[a-z]+)\s*\Z",
@@ -104,13 +111,19 @@ class Rate(NamedTuple):
 
 
 def parse_rate(text) -> Rate:
-    """Parse a rate string in the forms the ``limits`` package uses.
+    """Parse one rate string in the forms the ``limits`` package uses.
 
-    ``"100/second"``, ``"100/s"``, ``"10 per minute"``, ``"5/30 seconds"``, ``"1000/hour"``,
-    ``"1/day"``. Units: ms, s/sec/second, m/min/minute, h/hr/hour, d/day, optionally plural.
+    Grammar (case-insensitive, spaces optional around each part)::
 
-    Numbers are ASCII digits, below 10**18. Raises ``InvalidRate`` naming the text for
-    anything else (including a zero limit).
+        rate   = limit ("/" | "per") [count] unit
+        limit  = count = 1*DIGIT             ; ASCII digits, a whole number below 10**18
+        unit   = ms | millisecond[s] | s | sec[s] | second[s] | m | min[s] | minute[s]
+               | h | hr[s] | hour[s] | d | day[s] | month[s] | year[s]
+
+    ``"100/second"``, ``"100/s"``, ``"10 per minute"``, ``"5/30 seconds"``, ``"1/day"``,
+    ``"1000/month"``. A month is 30 days and a year 360 days, as in ``limits``. Several rates
+    in one string go to ``parse_many``. Raises ``InvalidRate`` naming the text for anything
+    else: a zero limit, a fraction ("1.5/second": write "3/2 seconds"), several rates.
 
     >>> parse_rate("5/30 seconds")
     Rate(limit=5, period=30.0)
@@ -120,6 +133,14 @@ def parse_rate(text) -> Rate:
     match = _RATE_RE.match(text)
     unit = match and _unit_seconds(match["unit"])
     if not match or unit is None:
+        if _FRACTION_RE.match(text):
+            raise InvalidRate(
+                f"cannot parse rate {shown(text)}: the limit is a whole number of events; "
+                "say '3/2 seconds' for 1.5 per second")
+        if _RATE_SEPARATORS.search(text):
+            raise InvalidRate(
+                f"{shown(text)} holds several rates: parse_many() reads them, and each "
+                "becomes a limiter of its own")
         raise InvalidRate(
             f"cannot parse rate {shown(text)}: expected forms like '100/second', "
             "'10 per minute', '5/30 seconds' (ASCII digits)")
@@ -132,6 +153,20 @@ def parse_rate(text) -> Rate:
     if limit <= 0 or count <= 0:
         raise InvalidRate(f"rate {shown(text)} must have a positive limit and period")
     return Rate(limit, float(count * unit))
+
+
+def parse_many(text) -> list:
+    """Several rates in one string, separated by ``,``, ``;`` or ``|`` (as ``limits``
+    accepts them): ``parse_many("10/second;1000/day")`` is
+    ``[Rate(10, 1.0), Rate(1000, 86400.0)]``. Each part follows ``parse_rate``'s grammar;
+    an empty part or any bad part raises ``InvalidRate`` naming the text.
+    """
+    if not isinstance(text, str):
+        raise InvalidRate(f"a rate string must be a str, got {shown(text)}")
+    parts = _RATE_SEPARATORS.split(text)
+    if any(not part.strip() for part in parts):
+        raise InvalidRate(f"{shown(text)} has an empty rate between separators")
+    return [parse_rate(part) for part in parts]
 
 
 def seconds_to_ns(seconds, name="seconds") -> int:

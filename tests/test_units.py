@@ -122,3 +122,33 @@ def test_parse_rate_never_leaks_int_or_float_errors(text):
 def test_limiters_turn_any_rate_string_into_invalid_rate(make, text):
     with pytest.raises(InvalidRate):
         make(text)
+
+
+# -- months, years, several rates, fractions ---------------------------------------------------
+
+@pytest.mark.parametrize("text, limit, period", [
+    ("1000/month", 1000, 30 * 86400.0),          # the limits package's 30-day month
+    ("5 per 2 months", 5, 60 * 86400.0),
+    ("1/year", 1, 360 * 86400.0),                 # and its 360-day year
+    ("3 PER 1 YEARS", 3, 360 * 86400.0),
+])
+def test_months_and_years_follow_the_limits_package(text, limit, period):
+    assert parse_rate(text) == Rate(limit, period)
+
+
+def test_parse_many_reads_every_separator_limits_accepts():
+    from fastcore import parse_many
+    assert parse_many("10/second;1000/day") == [Rate(10, 1.0), Rate(1000, 86400.0)]
+    assert parse_many("10 per second, 5 per minute | 1/month") == [
+        Rate(10, 1.0), Rate(5, 60.0), Rate(1, 30 * 86400.0)]
+    assert parse_many("7/hour") == [Rate(7, 3600.0)]
+    for bad in ("10/second;", ";", "10/second;;1/day", "10/second;oops", 5):
+        with pytest.raises(InvalidRate):
+            parse_many(bad)
+
+
+def test_a_fraction_or_several_rates_get_a_precise_message():
+    with pytest.raises(InvalidRate, match="whole number of events.*3/2 seconds"):
+        parse_rate("1.5/second")
+    with pytest.raises(InvalidRate, match="several rates: parse_many"):
+        parse_rate("10/second;1000/day")
