@@ -91,6 +91,8 @@ class SemanticCache(SemanticCacheCore):
             cache.get_or_load("config", lambda key: fetch_config())
         """
         intent = self.intent(intent)
+        if not callable(loader):
+            raise TypeError(f"loader must be callable, got {loader!r}")
         found = self._probe(key, intent)
         if found.state is _MISS:
             return self._load_through(key, loader, intent)
@@ -169,6 +171,8 @@ class SemanticCache(SemanticCacheCore):
             user = await cache.aget_or_load(("user", 7), fetch_user, intent="verify")
         """
         intent = self.intent(intent)
+        if not callable(aloader):
+            raise TypeError(f"aloader must be callable, got {aloader!r}")
         found = self._probe(key, intent)
         if found.state is _MISS:
             task = self._aflights.get(key)
@@ -223,6 +227,8 @@ class SemanticCache(SemanticCacheCore):
         if callable(intent) and not isinstance(intent, (str, Intent)):
             return self.memoize()(intent)
         self.intent(intent)      # an unknown intent fails at decoration time
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be callable or None, got {key!r}")
 
         def decorate(fn):
             def make_key(args, kwargs):

@@ -111,8 +111,8 @@ cdef class Freshness:
             Freshness.from_response(404, {"Cache-Control": "max-age=30"}).negative  # True
         """
         from fastcore.freshness import freshness_from_response
-        return freshness_from_response(status, headers, shared=shared, heuristic=heuristic,
-                                       cls=cls)
+        return freshness_from_response(status, _response_headers(headers), shared=shared,
+                                       heuristic=heuristic, cls=cls)
 
     @property
     def max_age(self):
@@ -161,6 +161,24 @@ cdef class Freshness:
             extra += ", negative=True"
         return (f"{type(self).__name__}({self.max_age!r}, {self.stale_while_revalidate!r}, "
                 f"{self.stale_if_error!r}{extra})")
+
+
+cdef object _response_headers(object headers):
+    """``from_response``'s ``headers``, checked here so that an error names them: a mapping,
+    or an iterable of ``(name, value)`` pairs with str or bytes names (passed on as a list)."""
+    if isinstance(headers, Mapping):
+        items = list(headers.items())
+    elif isinstance(headers, (str, bytes, bytearray)) or not hasattr(headers, "__iter__"):
+        raise TypeError(f"headers must be a mapping or a list of (name, value) pairs, "
+                        f"got {headers!r}")
+    else:
+        items = list(headers)
+    for item in items:
+        if (not isinstance(item, (tuple, list)) or len(item) != 2
+                or not isinstance(item[0], (str, bytes, bytearray))):
+            raise TypeError(f"headers must hold (name, value) pairs with str or bytes "
+                            f"names, got {item!r}")
+    return headers if isinstance(headers, Mapping) else items
 
 
 def _make_freshness(cls, max_age, swr, sie, must_revalidate, age, negative):
@@ -317,6 +335,7 @@ cdef class SemanticCacheCore:
             default = Freshness(60.0)
         elif not isinstance(default, Freshness):
             raise TypeError(f"default must be a Freshness, got {default!r}")
+        _span_ns(negative_ttl, "negative_ttl")      # named here, not as Freshness's max_age
         negative_default = Freshness(negative_ttl, negative=True)
         if getsizeof is not None and not callable(getsizeof):
             raise TypeError(f"getsizeof must be callable or None, got {getsizeof!r}")
@@ -328,12 +347,21 @@ cdef class SemanticCacheCore:
             random = _random_module.Random().random
         elif not callable(random):
             raise TypeError(f"random must be a callable returning [0, 1), got {random!r}")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(f"executor must have a submit(fn, *args) method, got {executor!r}")
         registry = {}
+        if intents is not None and (isinstance(intents, (str, bytes, Intent))
+                                    or not hasattr(intents, "__iter__")):
+            raise TypeError(f"intents must be a mapping of names to Intent objects or a list "
+                            f"of Intent objects, got {intents!r}")
         if intents is not None:
             items = intents.items() if isinstance(intents, Mapping) else (
                 (getattr(i, "name", None), i) for i in intents)
             for name, intent in items:
                 if not isinstance(intent, Intent):
+                    if isinstance(intents, Mapping):
+                        raise TypeError(f"intents must map names to Intent objects, got "
+                                        f"{name!r}: {intent!r}")
                     raise TypeError(f"intents must hold Intent objects, got {intent!r}")
                 if name != (<Intent>intent).name:
                     raise InvalidFreshness(

@@ -620,3 +620,90 @@ def test_default_intent_and_intent_registry(clock):
     clock.advance(1.5)                    # no configured intent uses swr: dead at 1 s
     assert cache.lookup("k", Intent("swr")).state is MISS
     assert len(cache) == 0
+
+
+# -- errors name the argument the caller passed ---------------------------------------------
+
+@pytest.mark.parametrize("kwargs,error,named", [
+    ({"maxsize": 0}, ValueError, "maxsize"),
+    ({"maxsize": "10"}, TypeError, "maxsize"),
+    ({"default": 60}, TypeError, "default"),
+    ({"intents": 5}, TypeError, "intents"),
+    ({"intents": "context"}, TypeError, "intents"),
+    ({"intents": Intent("x")}, TypeError, "intents"),
+    ({"intents": {"a": "b"}}, TypeError, "intents"),
+    ({"intents": [3]}, TypeError, "intents"),
+    ({"default_intent": "nope"}, UnknownIntent, "default_intent"),
+    ({"default_intent": 3}, TypeError, "default_intent"),
+    ({"negative_ttl": -1}, InvalidFreshness, "negative_ttl"),
+    ({"negative_ttl": math.nan}, InvalidFreshness, "negative_ttl"),
+    ({"negative_ttl": "10"}, TypeError, "negative_ttl"),
+    ({"negative_ttl": 1e12}, InvalidFreshness, "negative_ttl"),
+    ({"getsizeof": 3}, TypeError, "getsizeof"),
+    ({"clock": lambda: 0.0}, TypeError, "clock"),
+    ({"xfetch_beta": -1}, ValueError, "xfetch_beta"),
+    ({"random": 0.5}, TypeError, "random"),
+    ({"executor": 4}, TypeError, "executor"),
+])
+def test_constructor_errors_name_the_argument(kwargs, error, named):
+    kwargs.setdefault("maxsize", 10)
+    with pytest.raises(error) as info:
+        SemanticCache(**kwargs)
+    assert named in str(info.value)
+    if named == "negative_ttl":
+        assert "max_age" not in str(info.value)
+
+
+@pytest.mark.parametrize("call,error,named", [
+    (lambda: Freshness(-1), InvalidFreshness, "max_age"),
+    (lambda: Freshness(1, -1), InvalidFreshness, "stale_while_revalidate"),
+    (lambda: Freshness(1, 0, "x"), TypeError, "stale_if_error"),
+    (lambda: Freshness(1, age=math.inf), InvalidFreshness, "age"),
+    (lambda: Freshness.from_cache_control(5), TypeError, "header"),
+    (lambda: Freshness.from_cache_control("max-age=1", age=-1), InvalidFreshness, "age"),
+    (lambda: Freshness.from_response("200", {}), TypeError, "status"),
+    (lambda: Freshness.from_response(200, {}, heuristic=-1), InvalidFreshness, "heuristic"),
+    (lambda: Freshness.from_response(200, 5), TypeError, "headers"),
+    (lambda: Freshness.from_response(200, "cache-control: max-age=1"), TypeError, "headers"),
+    (lambda: Freshness.from_response(200, ["max-age=1"]), TypeError, "headers"),
+    (lambda: Freshness.from_response(200, {1: "x"}), TypeError, "headers"),
+    (lambda: Intent(1), TypeError, "name"),
+    (lambda: Intent(""), InvalidFreshness, "name"),
+    (lambda: Intent("x", max_staleness=-1), InvalidFreshness, "max_staleness"),
+    (lambda: Loaded(1, 60), TypeError, "freshness"),
+])
+def test_freshness_and_intent_errors_name_the_argument(call, error, named):
+    with pytest.raises(error) as info:
+        call()
+    assert named in str(info.value)
+
+
+def test_from_response_still_takes_mappings_and_pair_lists():
+    headers = [("Cache-Control", "max-age=30"), (b"age", "5")]
+    assert Freshness.from_response(200, headers) == Freshness(25, age=5)
+    assert Freshness.from_response(200, iter(headers)) == Freshness(25, age=5)
+    assert Freshness.from_response(200, {b"Cache-Control": "max-age=3"}) == Freshness(3)
+
+
+def test_method_errors_name_the_argument_and_change_nothing(clock):
+    cache = make(clock, executor=ManualExecutor())
+    cache.set("k", "v")
+    clock.advance(70)                     # STALE: a bad loader must not queue a refresh
+    before = snapshot(cache)
+    calls = [
+        (lambda: cache.get_or_load("k", 3), TypeError, "loader"),
+        (lambda: cache.get_or_load("k", len, intent=3), TypeError, "intent"),
+        (lambda: cache.get_or_load("k", len, intent="nope"), UnknownIntent, "intent"),
+        (lambda: asyncio.run(cache.aget_or_load("k", None)), TypeError, "aloader"),
+        (lambda: cache.lookup("k", 3), TypeError, "intent"),
+        (lambda: cache.set("k", "v", 60), TypeError, "freshness"),
+        (lambda: cache.set_negative("k", 60), TypeError, "freshness"),
+        (lambda: cache.memoize(key=3), TypeError, "key"),
+        (lambda: cache.memoize(intent="nope"), UnknownIntent, "intent"),
+    ]
+    for call, error, named in calls:
+        with pytest.raises(error) as info:
+            call()
+        assert named in str(info.value), (named, info.value)
+    assert snapshot(cache) == before
+    assert cache._executor.jobs == [] and not cache._flights and not cache._aflights
