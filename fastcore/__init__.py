@@ -40,6 +40,7 @@ from fastcore.errors import (
     InvalidCost,
     InvalidFreshness,
     InvalidRate,
+    LoadTimeout,
     RateLimitExceeded,
     UnknownIntent,
     ValueTooLarge,
@@ -90,4 +91,5 @@ __all__ = [
     "InvalidFreshness",
     "UnknownIntent",
     "ValueTooLarge",
+    "LoadTimeout",
 ]

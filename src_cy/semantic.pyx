@@ -5,6 +5,7 @@ single flight and asyncio live in fastcore/semantic.py on top of SemanticCacheCo
 """
 import enum
 import math
+import numbers
 import random as _random_module
 import threading
 from collections.abc import Mapping
@@ -45,6 +46,18 @@ cdef int64_t _span_ns(object seconds, str name) except -1:
         raise InvalidFreshness(
             f"{name} must be at most {FRESHNESS_MAX_NS / 1e9:.0f} s, got {seconds!r}")
     return ns
+
+
+def _load_timeout_arg(object seconds, str name="load_timeout"):
+    """A load timeout in seconds -> float seconds, or None for "wait for ever" (``inf``, or
+    anything beyond ``threading.TIMEOUT_MAX``). Raises ``TypeError`` for a non-number,
+    ``ValueError`` for zero, a negative number or NaN; both name ``name``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None, got {seconds!r}")
+    cdef double value = float(seconds)
+    if not value > 0.0:          # also NaN
+        raise ValueError(f"{name} must be > 0 seconds, got {seconds!r}")
+    return None if value >= threading.TIMEOUT_MAX else value
 
 
 cdef class Freshness:
@@ -323,10 +336,11 @@ cdef class SemanticCacheCore:
         self._aflights = {}
         self._flight_lock = threading.Lock()
         self._executor = None
+        self._refreshing = {}
 
     def __init__(self, maxsize, *, default=None, intents=None, default_intent=None,
                  negative_ttl=10.0, getsizeof=None, clock=None, xfetch_beta=1.0, random=None,
-                 executor=None):
+                 executor=None, load_timeout=None, refresh_workers=4):
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, got {maxsize!r}")
         if not 1 <= maxsize < (1 << 62):
@@ -349,6 +363,12 @@ cdef class SemanticCacheCore:
             raise TypeError(f"random must be a callable returning [0, 1), got {random!r}")
         if executor is not None and not callable(getattr(executor, "submit", None)):
             raise TypeError(f"executor must have a submit(fn, *args) method, got {executor!r}")
+        timeout = None if load_timeout is None else _load_timeout_arg(load_timeout)
+        if isinstance(refresh_workers, bool) or not isinstance(refresh_workers, int):
+            raise TypeError(f"refresh_workers must be an int, got {refresh_workers!r}")
+        if not 1 <= refresh_workers <= 1024:
+            raise ValueError(f"refresh_workers must be between 1 and 1024, "
+                             f"got {refresh_workers!r}")
         registry = {}
         if intents is not None and (isinstance(intents, (str, bytes, Intent))
                                     or not hasattr(intents, "__iter__")):
@@ -399,6 +419,8 @@ cdef class SemanticCacheCore:
         self.xfetch_beta = xfetch_beta
         self._random = random
         self._executor = executor
+        self.load_timeout = timeout
+        self.refresh_workers = refresh_workers
 
     # -- reading -------------------------------------------------------------------------
 
@@ -736,13 +758,19 @@ cdef class SemanticCacheCore:
             self._load_errors += 1
         elif what == "coalesced_waits":
             self._coalesced += 1
+        elif what == "load_timeouts":
+            self._load_timeouts += 1
+        elif what == "refreshes_skipped":
+            self._refreshes_skipped += 1
         else:
             raise ValueError(what)
 
     def stats(self):
         """Counters since construction: hits, stale_hits, misses, loads, load_errors,
-        evictions, coalesced_waits (callers that waited for another caller's load), plus len,
-        currsize and maxsize."""
+        evictions, coalesced_waits (callers that waited for another caller's load),
+        load_timeouts (loads abandoned after ``load_timeout``), refreshes_skipped (background
+        refreshes not started because ``refresh_workers`` were busy), plus len, currsize and
+        maxsize."""
         return {
             "hits": self._hits,
             "stale_hits": self._stale_hits,
@@ -751,6 +779,8 @@ cdef class SemanticCacheCore:
             "load_errors": self._load_errors,
             "evictions": self._evictions,
             "coalesced_waits": self._coalesced,
+            "load_timeouts": self._load_timeouts,
+            "refreshes_skipped": self._refreshes_skipped,
             "len": len(self._map),
             "currsize": self.currsize,
             "maxsize": self.maxsize,
