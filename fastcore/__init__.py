@@ -28,7 +28,7 @@ from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
 from fastcore.freshness import Freshness
 from fastcore.ratelimit import rate_limited
-from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
+from fastcore.semantic import CacheState, Intent, Loaded, LoadResult, Lookup, SemanticCache
 from fastcore.errors import (
     BackendError,
     CostExceedsBurst,
@@ -87,6 +87,7 @@ __all__ = [
     "CacheState",
     "Lookup",
     "Loaded",
+    "LoadResult",
     "SemanticCache",
     "InvalidFreshness",
     "UnknownIntent",

@@ -42,10 +42,12 @@ from fastcore._core.semantic import (
 )
 from fastcore.errors import LoadTimeout
 
-__all__ = ["SemanticCache", "CacheState", "Freshness", "Intent", "Loaded", "Lookup"]
+__all__ = ["SemanticCache", "CacheState", "Freshness", "Intent", "Loaded", "Lookup",
+           "LoadResult"]
 
 _MISS = CacheState.MISS
 _FRESH = CacheState.FRESH
+_ERROR = CacheState.ERROR
 REFRESH_WORKERS = 4          # the default refresh_workers (SemanticCacheCore.__init__)
 
 # Wall-clock seconds for how long a flight has run (tests replace it); never the cache clock.
@@ -53,9 +55,21 @@ _monotonic = time.monotonic
 
 
 class LoadResult(NamedTuple):
-    """What a load gave its callers: ``value``, ``state`` (MISS for a loaded value; the
-    cached entry's state when a re-check or a fallback served it), ``age``, ``negative``
-    and the ``error`` a fallback stands in for."""
+    """What ``get_or_load``/``aget_or_load`` return with ``with_state=True``.
+
+    ``value``: what the call returns without ``with_state``. ``state``: ``FRESH`` or
+    ``STALE`` (served from the cache; STALE starts a background refresh), ``MISS`` (loaded
+    by this call or by the load it waited for), or ``ERROR`` (the load failed or timed out
+    and the cached entry was served in its place, stale-if-error). ``age``: seconds since
+    the served entry was stored plus its upstream ``Age``; for a MISS, the loaded value's
+    upstream ``Age`` (``Loaded(...).freshness.age``, else 0.0). ``negative``: a cached "not
+    found". ``error``: on ERROR, the loader's exception or a ``LoadTimeout``; else None.
+
+    Example::
+
+        r = cache.get_or_load("user:7", load_user, with_state=True)
+        response.headers["X-Cache"] = r.state          # FRESH, STALE, MISS or ERROR
+    """
 
     value: Any
     state: CacheState
@@ -100,6 +114,13 @@ def _default_key(fn, args, kwargs):
     return (fn, args, tuple(sorted(kwargs.items()))) if kwargs else (fn, args)
 
 
+def _bad_call(loader, name, with_state):
+    """The error for the loader methods' bad ``loader``/``with_state`` (checked inline)."""
+    if not callable(loader):
+        return TypeError(f"{name} must be callable, got {loader!r}")
+    return TypeError(f"with_state must be True or False, got {with_state!r}")
+
+
 def _timeout_error(key, after):
     return LoadTimeout(f"load of {reprlib.repr(key)} abandoned after load_timeout={after:g} s",
                        key=key, timeout=after)
@@ -137,7 +158,7 @@ class SemanticCache(SemanticCacheCore):
 
     # -- sync ----------------------------------------------------------------------------
 
-    def get_or_load(self, key, loader, *, intent=None, load_timeout=None):
+    def get_or_load(self, key, loader, *, intent=None, load_timeout=None, with_state=False):
         """The value for ``key``, calling ``loader(key)`` at most once across concurrent
         callers when the entry is missing or unusable for ``intent``.
 
@@ -148,7 +169,8 @@ class SemanticCache(SemanticCacheCore):
         ``math.inf``: for ever); when it runs out the load is abandoned and treated like a
         loader error that raises ``LoadTimeout``. With a timeout the loader runs on its own
         daemon thread, which Python cannot stop: a hung loader keeps it until it returns,
-        and its result is then discarded.
+        and its result is then discarded. ``with_state=True`` returns a ``LoadResult``
+        ``(value, state, age, negative, error)`` instead of the value.
 
         Raises ``TypeError``/``ValueError`` for bad arguments before touching the cache.
 
@@ -157,15 +179,16 @@ class SemanticCache(SemanticCacheCore):
             cache.get_or_load("config", lambda key: fetch_config(), load_timeout=1.5)
         """
         intent = self.intent(intent)
-        if not callable(loader):
-            raise TypeError(f"loader must be callable, got {loader!r}")
+        if not callable(loader) or (with_state is not False and with_state is not True):
+            raise _bad_call(loader, "loader", with_state)
         timeout = self.load_timeout if load_timeout is None else _load_timeout_arg(load_timeout)
         found = self._probe(key, intent)
         if found.state is _MISS:
-            return self._load_through(key, loader, intent, timeout).value
+            result = self._load_through(key, loader, intent, timeout)
+            return result if with_state else result.value
         if found.state is not _FRESH or found._refresh:
             self._refresh_in_background(key, loader)
-        return found.value
+        return _hit_result(found) if with_state else found.value
 
     def _load_through(self, key, loader, intent, timeout):
         """A MISS: lead or join the key's flight; -> LoadResult, or raise."""
@@ -205,8 +228,7 @@ class SemanticCache(SemanticCacheCore):
         fallback = self._fallback(key, intent)
         if fallback is None:
             raise error
-        return LoadResult(fallback.value, fallback.state, fallback.age, fallback.negative,
-                          error)
+        return LoadResult(fallback.value, _ERROR, fallback.age, fallback.negative, error)
 
     def _start_load_thread(self, key, loader, flight):
         thread = threading.Thread(
@@ -331,11 +353,13 @@ class SemanticCache(SemanticCacheCore):
 
     # -- asyncio -------------------------------------------------------------------------
 
-    async def aget_or_load(self, key, aloader, *, intent=None, load_timeout=None):
+    async def aget_or_load(self, key, aloader, *, intent=None, load_timeout=None,
+                           with_state=False):
         """``get_or_load`` for asyncio: ``aloader(key)`` is awaited (a plain result is
         accepted too); concurrent tasks share one load, which runs as its own task so a
         cancelled caller does not cancel the others; background refreshes are tasks.
-        ``load_timeout`` as in ``get_or_load``; an abandoned load's task is cancelled.
+        ``load_timeout`` and ``with_state`` as in ``get_or_load``; an abandoned load's task
+        is cancelled.
 
         Example::
 
@@ -343,15 +367,16 @@ class SemanticCache(SemanticCacheCore):
                                             load_timeout=0.5)
         """
         intent = self.intent(intent)
-        if not callable(aloader):
-            raise TypeError(f"aloader must be callable, got {aloader!r}")
+        if not callable(aloader) or (with_state is not False and with_state is not True):
+            raise _bad_call(aloader, "aloader", with_state)
         timeout = self.load_timeout if load_timeout is None else _load_timeout_arg(load_timeout)
         found = self._probe(key, intent)
         if found.state is _MISS:
-            return (await self._await_load(key, aloader, intent, timeout)).value
+            result = await self._await_load(key, aloader, intent, timeout)
+            return result if with_state else result.value
         if (found.state is not _FRESH or found._refresh) and key not in self._aflights:
             self._start_async(key, aloader)
-        return found.value
+        return _hit_result(found) if with_state else found.value
 
     async def _await_load(self, key, aloader, intent, timeout):
         flight = self._aflights.get(key)

@@ -10,6 +10,7 @@ class CacheState(str, enum.Enum):
     FRESH = "FRESH"
     STALE = "STALE"
     MISS = "MISS"
+    ERROR = "ERROR"
 
 class Freshness:
     max_age_ns: int

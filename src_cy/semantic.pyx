@@ -21,11 +21,17 @@ from fastcore.errors import InvalidFreshness, UnknownIntent, ValueTooLarge
 
 
 class CacheState(str, enum.Enum):
-    """What a lookup found: ``FRESH``, ``STALE`` (usable for the lookup's intent) or ``MISS``."""
+    """What a lookup found: ``FRESH``, ``STALE`` (usable for the lookup's intent) or ``MISS``.
+
+    ``ERROR`` is never a lookup's answer: ``get_or_load(..., with_state=True)`` reports it
+    when a load failed or timed out and the cached entry was served in its place
+    (stale-if-error).
+    """
 
     FRESH = "FRESH"
     STALE = "STALE"
     MISS = "MISS"
+    ERROR = "ERROR"
 
     def __str__(self):
         return self.value

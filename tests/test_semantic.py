@@ -692,12 +692,15 @@ def test_sync_waiters_on_a_hung_loader_get_the_stale_value_or_load_timeout(clock
     hung = HungLoader()
     intents = ["default", "verify"] * 4
     try:
-        workers = [in_thread(cache.get_or_load, "k", hung, intent=i) for i in intents]
+        workers = [in_thread(cache.get_or_load, "k", hung, intent=i, with_state=True)
+                   for i in intents]
         for thread, _ in workers:
             bounded_join(thread)
         for intent, (_, box) in zip(intents, workers):
-            if intent == "default":       # stale-if-error: 100 < 60 + 300
-                assert box == {"result": "old"}
+            if intent == "default":
+                r = box["result"]
+                assert (r.value, r.state, r.age) == ("old", CacheState.ERROR, 100.0)
+                assert isinstance(r.error, fastcore.LoadTimeout)
             else:                         # verify: no stale serving, not even on error
                 error = box["error"]
                 assert isinstance(error, fastcore.LoadTimeout)
@@ -723,17 +726,17 @@ def test_sync_single_flight_holds_under_a_timeout(clock):
     def loader(key):
         calls.append(threading.current_thread().name)
         wait_until(lambda: cache.stats()["coalesced_waits"] == threads - 1)
-        return object()
+        return "v"
 
     def worker():
         start.wait()
-        return cache.get_or_load("k", loader)
+        return cache.get_or_load("k", loader, with_state=True)
 
     workers = [in_thread(worker) for _ in range(threads)]
     for thread, _ in workers:
         bounded_join(thread)
-    results = [box["result"] for _, box in workers]
-    assert all(r is results[0] for r in results) and len(results) == threads
+    results = {box["result"] for _, box in workers}
+    assert results == {fastcore.LoadResult("v", MISS, 0.0, False, None)}
     # With a timeout the leader waits while the loader runs on its own thread.
     assert len(calls) == 1 and calls[0].startswith("fastcore-load")
     assert cache.stats()["loads"] == 1 and cache.stats()["load_timeouts"] == 0
@@ -848,12 +851,14 @@ def test_asyncio_waiters_on_a_hung_loader_get_the_stale_value_or_load_timeout(
             return "late"
 
         intents = ["default", "verify"] * 50
-        tasks = [asyncio.create_task(cache.aget_or_load("k", hung, intent=i)) for i in intents]
+        tasks = [asyncio.create_task(cache.aget_or_load("k", hung, intent=i, with_state=True))
+                 for i in intents]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.wait_for(unwound.wait(), LONG)     # the load task was cancelled
         for intent, r in zip(intents, results):
             if intent == "default":
-                assert r == "old"
+                assert (r.value, r.state, type(r.error)) == ("old", CacheState.ERROR,
+                                                             fastcore.LoadTimeout)
             else:
                 assert type(r) is fastcore.LoadTimeout and r.key == "k"
         assert events == ["called", "cancelled"]     # one load, cancelled when abandoned
@@ -885,7 +890,9 @@ def test_asyncio_hung_refresh_is_abandoned_and_other_keys_proceed(frozen_flights
         with pytest.raises(fastcore.LoadTimeout):
             await cache.aget_or_load("a", hung, intent="verify", load_timeout=SHORT)
         assert "a" not in cache._aflights
-        assert await cache.aget_or_load("a", lambda k: "new-a", intent="verify") == "new-a"
+        r = await cache.aget_or_load("a", lambda k: Loaded("new-a", Freshness(5, age=2)),
+                                     intent="verify", with_state=True)
+        assert r == fastcore.LoadResult("new-a", MISS, 2.0, False, None)
         release.set()
         await asyncio.sleep(0)
         assert cache.lookup("a").value == "new-a"
@@ -959,6 +966,58 @@ def test_memoize_passes_load_timeout(clock):
     finally:
         hung.finish()
     assert cache.stats()["load_timeouts"] == 1
+
+
+# -- with_state: the state with the value -------------------------------------------------------
+
+def test_with_state_reports_fresh_stale_miss_and_error(clock):
+    executor = ManualExecutor()
+    cache = make(clock, executor=executor)
+
+    def failing(key):
+        raise ConnectionError("down")
+
+    r = cache.get_or_load("k", lambda k: "v1", with_state=True)
+    assert r == fastcore.LoadResult("v1", MISS, 0.0, False, None)
+    assert (r.value, r.state, r.age) == ("v1", MISS, 0.0)
+    clock.advance(10)
+    assert cache.get_or_load("k", failing, with_state=True) == (
+        "v1", FRESH, 10.0, False, None)
+    clock.advance(60)                     # a = 70: STALE, a refresh is queued
+    assert cache.get_or_load("k", failing, with_state=True) == ("v1", STALE, 70.0, False,
+                                                                None)
+    executor.run_all()                    # it fails; the entry stays
+    clock.advance(30)                     # a = 100: MISS, the load fails: fallback
+    r = cache.get_or_load("k", failing, with_state=True)
+    assert (r.value, r.state, r.age, type(r.error)) == ("v1", CacheState.ERROR, 100.0,
+                                                        ConnectionError)
+    assert cache.get_or_load("k", failing) == "v1"          # the default return
+    r = cache.get_or_load("gone", lambda k: Loaded(None, Freshness(5, negative=True)),
+                          with_state=True)
+    assert (r.state, r.negative) == (MISS, True)
+    assert cache.get_or_load("gone", failing, with_state=True).negative
+    r = cache.get_or_load("h", lambda k: Loaded("x", Freshness.from_cache_control(
+        "max-age=60", age=7)), with_state=True)
+    assert (r.state, r.age) == (MISS, 7.0)
+    assert cache.lookup("h").age == 7.0   # the same age a lookup reports
+
+
+def test_with_state_asyncio(clock):
+    async def main():
+        cache = make(clock)
+        first = await cache.aget_or_load("k", lambda k: "v", with_state=True)
+        clock.advance(70)
+        stale = await cache.aget_or_load("k", lambda k: "w", with_state=True)
+        await asyncio.gather(*(f.task for f in cache._aflights.values()))
+        fresh = await cache.aget_or_load("k", lambda k: "unused", with_state=True)
+        plain = await cache.aget_or_load("k", lambda k: "unused")
+        return first, stale, fresh, plain
+
+    first, stale, fresh, plain = asyncio.run(main())
+    assert first == ("v", MISS, 0.0, False, None)
+    assert stale == ("v", STALE, 70.0, False, None)
+    assert fresh == ("w", FRESH, 0.0, False, None) and plain == "w"
+    assert CacheState.ERROR == "ERROR" and str(CacheState.ERROR) == "ERROR"
 
 
 # -- errors name the argument the caller passed ---------------------------------------------
@@ -1041,11 +1100,14 @@ def test_method_errors_name_the_argument_and_change_nothing(clock):
         (lambda: cache.get_or_load("k", 3), TypeError, "loader"),
         (lambda: cache.get_or_load("k", len, load_timeout=0), ValueError, "load_timeout"),
         (lambda: cache.get_or_load("k", len, load_timeout="1"), TypeError, "load_timeout"),
+        (lambda: cache.get_or_load("k", len, with_state=1), TypeError, "with_state"),
         (lambda: cache.get_or_load("k", len, intent=3), TypeError, "intent"),
         (lambda: cache.get_or_load("k", len, intent="nope"), UnknownIntent, "intent"),
         (lambda: asyncio.run(cache.aget_or_load("k", None)), TypeError, "aloader"),
         (lambda: asyncio.run(cache.aget_or_load("k", len, load_timeout=-2)), ValueError,
          "load_timeout"),
+        (lambda: asyncio.run(cache.aget_or_load("k", len, with_state="yes")), TypeError,
+         "with_state"),
         (lambda: cache.lookup("k", 3), TypeError, "intent"),
         (lambda: cache.set("k", "v", 60), TypeError, "freshness"),
         (lambda: cache.set_negative("k", 60), TypeError, "freshness"),
