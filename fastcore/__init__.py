@@ -28,7 +28,7 @@ from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_many, parse_rate
 from fastcore.freshness import Freshness
 from fastcore.ratelimit import rate_limited
-from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
+from fastcore.semantic import CacheState, Intent, Loaded, LoadResult, Lookup, SemanticCache
 from fastcore.errors import (
     BackendError,
     CostExceedsBurst,
@@ -40,6 +40,7 @@ from fastcore.errors import (
     InvalidCost,
     InvalidFreshness,
     InvalidRate,
+    LoadTimeout,
     RateLimitExceeded,
     UnknownIntent,
     ValueTooLarge,
@@ -87,8 +88,10 @@ __all__ = [
     "CacheState",
     "Lookup",
     "Loaded",
+    "LoadResult",
     "SemanticCache",
     "InvalidFreshness",
     "UnknownIntent",
     "ValueTooLarge",
+    "LoadTimeout",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidFreshness",
     "UnknownIntent",
     "ValueTooLarge",
+    "LoadTimeout",
 ]
 
 
@@ -72,6 +73,27 @@ class UnknownIntent(FastcoreError, ValueError):
 
 class ValueTooLarge(FastcoreError, ValueError):
     """A cache value whose ``getsizeof`` weight exceeds the cache's ``maxsize``."""
+
+
+class LoadTimeout(FastcoreError, TimeoutError):
+    """A ``SemanticCache`` load outlived ``load_timeout`` and no cached entry could stand in
+    for it (the caller's intent allows no stale-if-error fallback). The load was abandoned:
+    the next caller for the key starts a new one.
+
+    ``key`` is the cache key, ``timeout`` the seconds after which the load was abandoned.
+    """
+
+    def __init__(self, message, *, key=None, timeout=None):
+        super().__init__(message)
+        self.key = key
+        self.timeout = timeout
+
+    def __reduce__(self):
+        return (_load_timeout, (type(self), str(self), self.key, self.timeout))
+
+
+def _load_timeout(cls, message, key, timeout):
+    return cls(message, key=key, timeout=timeout)
 
 
 class HistogramValueError(FastcoreError, ValueError):

@@ -171,12 +171,18 @@ cdef class SemanticCacheCore:
     cdef uint64_t _load_errors
     cdef uint64_t _evictions
     cdef uint64_t _coalesced
+    cdef uint64_t _load_timeouts
+    cdef uint64_t _refreshes_skipped
     # State of the Python loader layer (fastcore/semantic.py), kept here so that the public
     # subclass can have __slots__ = ().
     cdef public object _flights
     cdef public object _aflights
     cdef public object _flight_lock
     cdef public object _executor
+    # Sync background refreshes still running (abandoned ones too): key -> flight.
+    cdef public object _refreshing
+    cdef readonly object load_timeout          # float seconds, or None: wait for ever
+    cdef readonly int refresh_workers
 
     cdef Intent _resolve(self, object intent)
     cdef Lookup _hit(self, _Entry e, int state, int64_t now_ns)

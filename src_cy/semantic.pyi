@@ -10,6 +10,7 @@ class CacheState(str, enum.Enum):
     FRESH = "FRESH"
     STALE = "STALE"
     MISS = "MISS"
+    ERROR = "ERROR"
 
 class Freshness:
     max_age_ns: int
@@ -71,13 +72,16 @@ class SemanticCacheCore:
     negative_default: Freshness
     default_intent: Intent
     xfetch_beta: float
+    load_timeout: Optional[float]
+    refresh_workers: int
     def __init__(self, maxsize: int, *, default: Optional[Freshness] = None,
                  intents: Union[Mapping[str, Intent], Iterable[Intent], None] = None,
                  default_intent: IntentArg = None, negative_ttl: float = 10.0,
                  getsizeof: Optional[Callable[[Any], int]] = None,
                  clock: Optional[Clock] = None, xfetch_beta: float = 1.0,
                  random: Optional[Callable[[], float]] = None,
-                 executor: Any = None) -> None: ...
+                 executor: Any = None, load_timeout: Optional[float] = None,
+                 refresh_workers: int = 4) -> None: ...
     def lookup(self, key: Hashable, intent: IntentArg = None) -> Lookup: ...
     def set(self, key: Hashable, value: Any, freshness: Optional[Freshness] = None) -> None: ...
     def set_negative(self, key: Hashable, freshness: Optional[Freshness] = None) -> None: ...

@@ -22,11 +22,17 @@ from fastcore.errors import InvalidFreshness, UnknownIntent, ValueTooLarge
 
 
 class CacheState(str, enum.Enum):
-    """What a lookup found: ``FRESH``, ``STALE`` (usable for the lookup's intent) or ``MISS``."""
+    """What a lookup found: ``FRESH``, ``STALE`` (usable for the lookup's intent) or ``MISS``.
+
+    ``ERROR`` is never a lookup's answer: ``get_or_load(..., with_state=True)`` reports it
+    when a load failed or timed out and the cached entry was served in its place
+    (stale-if-error).
+    """
 
     FRESH = "FRESH"
     STALE = "STALE"
     MISS = "MISS"
+    ERROR = "ERROR"
 
     def __str__(self):
         return self.value
@@ -47,6 +53,22 @@ cdef int64_t _span_ns(object seconds, str name) except -1:
         raise InvalidFreshness(
             f"{name} must be at most {FRESHNESS_MAX_NS / 1e9:.0f} s, got {shown(seconds)}")
     return ns
+
+
+def _load_timeout_arg(object seconds, str name="load_timeout"):
+    """A load timeout in seconds -> float seconds, or None for "wait for ever" (``inf``, or
+    anything beyond ``threading.TIMEOUT_MAX``). Raises ``TypeError`` for a non-number,
+    ``ValueError`` for zero, a negative number or NaN; both name ``name``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None, got {shown(seconds)}")
+    cdef double value
+    try:
+        value = float(seconds)
+    except OverflowError:        # an int past the largest float: for ever
+        return None
+    if not value > 0.0:          # also NaN
+        raise ValueError(f"{name} must be > 0 seconds, got {shown(seconds)}")
+    return None if value >= threading.TIMEOUT_MAX else value
 
 
 cdef class Freshness:
@@ -113,8 +135,8 @@ cdef class Freshness:
             Freshness.from_response(404, {"Cache-Control": "max-age=30"}).negative  # True
         """
         from fastcore.freshness import freshness_from_response
-        return freshness_from_response(status, headers, shared=shared, heuristic=heuristic,
-                                       cls=cls)
+        return freshness_from_response(status, _response_headers(headers), shared=shared,
+                                       heuristic=heuristic, cls=cls)
 
     @property
     def max_age(self):
@@ -163,6 +185,24 @@ cdef class Freshness:
             extra += ", negative=True"
         return (f"{type(self).__name__}({self.max_age!r}, {self.stale_while_revalidate!r}, "
                 f"{self.stale_if_error!r}{extra})")
+
+
+cdef object _response_headers(object headers):
+    """``from_response``'s ``headers``, checked here so that an error names them: a mapping,
+    or an iterable of ``(name, value)`` pairs with str or bytes names (passed on as a list)."""
+    if isinstance(headers, Mapping):
+        items = list(headers.items())
+    elif isinstance(headers, (str, bytes, bytearray)) or not hasattr(headers, "__iter__"):
+        raise TypeError(f"headers must be a mapping or a list of (name, value) pairs, "
+                        f"got {shown(headers)}")
+    else:
+        items = list(headers)
+    for item in items:
+        if (not isinstance(item, (tuple, list)) or len(item) != 2
+                or not isinstance(item[0], (str, bytes, bytearray))):
+            raise TypeError(f"headers must hold (name, value) pairs with str or bytes "
+                            f"names, got {shown(item)}")
+    return headers if isinstance(headers, Mapping) else items
 
 
 def _make_freshness(cls, max_age, swr, sie, must_revalidate, age, negative):
@@ -307,10 +347,11 @@ cdef class SemanticCacheCore:
         self._aflights = {}
         self._flight_lock = threading.Lock()
         self._executor = None
+        self._refreshing = {}
 
     def __init__(self, maxsize, *, default=None, intents=None, default_intent=None,
                  negative_ttl=10.0, getsizeof=None, clock=None, xfetch_beta=1.0, random=None,
-                 executor=None):
+                 executor=None, load_timeout=None, refresh_workers=4):
         if isinstance(maxsize, bool) or not isinstance(maxsize, numbers.Integral):
             raise TypeError(f"maxsize must be an int, got {shown(maxsize)}")
         maxsize = operator.index(maxsize)
@@ -320,7 +361,7 @@ cdef class SemanticCacheCore:
             default = Freshness(60.0)
         elif not isinstance(default, Freshness):
             raise TypeError(f"default must be a Freshness, got {shown(default)}")
-        _span_ns(negative_ttl, "negative_ttl")    # names the argument if it is bad
+        _span_ns(negative_ttl, "negative_ttl")      # named here, not as Freshness's max_age
         negative_default = Freshness(negative_ttl, negative=True)
         if getsizeof is not None and not callable(getsizeof):
             raise TypeError(f"getsizeof must be callable or None, got {shown(getsizeof)}")
@@ -337,12 +378,30 @@ cdef class SemanticCacheCore:
             random = _random_module.Random().random
         elif not callable(random):
             raise TypeError(f"random must be a callable returning [0, 1), got {shown(random)}")
+        if executor is not None and not callable(getattr(executor, "submit", None)):
+            raise TypeError(
+                f"executor must have a submit(fn, *args) method, got {shown(executor)}")
+        timeout = None if load_timeout is None else _load_timeout_arg(load_timeout)
+        if (isinstance(refresh_workers, bool)
+                or not isinstance(refresh_workers, numbers.Integral)):
+            raise TypeError(f"refresh_workers must be an int, got {shown(refresh_workers)}")
+        refresh_workers = operator.index(refresh_workers)
+        if not 1 <= refresh_workers <= 1024:
+            raise ValueError(f"refresh_workers must be between 1 and 1024, "
+                             f"got {shown(refresh_workers)}")
         registry = {}
+        if intents is not None and (isinstance(intents, (str, bytes, Intent))
+                                    or not hasattr(intents, "__iter__")):
+            raise TypeError(f"intents must be a mapping of names to Intent objects or a list "
+                            f"of Intent objects, got {shown(intents)}")
         if intents is not None:
             items = intents.items() if isinstance(intents, Mapping) else (
                 (getattr(i, "name", None), i) for i in intents)
             for name, intent in items:
                 if not isinstance(intent, Intent):
+                    if isinstance(intents, Mapping):
+                        raise TypeError(f"intents must map names to Intent objects, got "
+                                        f"{shown(name)}: {shown(intent)}")
                     raise TypeError(f"intents must hold Intent objects, got {shown(intent)}")
                 if name != (<Intent>intent).name:
                     raise InvalidFreshness(
@@ -382,6 +441,8 @@ cdef class SemanticCacheCore:
         self.xfetch_beta = beta
         self._random = random
         self._executor = executor
+        self.load_timeout = timeout
+        self.refresh_workers = refresh_workers
 
     # -- reading -------------------------------------------------------------------------
 
@@ -719,13 +780,19 @@ cdef class SemanticCacheCore:
             self._load_errors += 1
         elif what == "coalesced_waits":
             self._coalesced += 1
+        elif what == "load_timeouts":
+            self._load_timeouts += 1
+        elif what == "refreshes_skipped":
+            self._refreshes_skipped += 1
         else:
             raise ValueError(what)
 
     def stats(self):
         """Counters since construction: hits, stale_hits, misses, loads, load_errors,
-        evictions, coalesced_waits (callers that waited for another caller's load), plus len,
-        currsize and maxsize."""
+        evictions, coalesced_waits (callers that waited for another caller's load),
+        load_timeouts (loads abandoned after ``load_timeout``), refreshes_skipped (background
+        refreshes not started because ``refresh_workers`` were busy), plus len, currsize and
+        maxsize."""
         return {
             "hits": self._hits,
             "stale_hits": self._stale_hits,
@@ -734,6 +801,8 @@ cdef class SemanticCacheCore:
             "load_errors": self._load_errors,
             "evictions": self._evictions,
             "coalesced_waits": self._coalesced,
+            "load_timeouts": self._load_timeouts,
+            "refreshes_skipped": self._refreshes_skipped,
             "len": len(self._map),
             "currsize": self.currsize,
             "maxsize": self.maxsize,

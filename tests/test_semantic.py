@@ -404,7 +404,7 @@ def test_asyncio_stale_while_revalidate_one_task_per_key():
         clock.advance(70)
         assert [await cache.aget_or_load("k", loader) for _ in range(5)] == ["v1"] * 5
         assert len(cache._aflights) == 1
-        await asyncio.gather(*cache._aflights.values())
+        await asyncio.gather(*(f.task for f in cache._aflights.values()))
         assert calls == ["k", "k"] and not cache._aflights
         assert cache.lookup("k").state is FRESH
         assert await cache.aget_or_load("k", lambda key: "sync result ok") == "v2"
@@ -620,3 +620,504 @@ def test_default_intent_and_intent_registry(clock):
     clock.advance(1.5)                    # no configured intent uses swr: dead at 1 s
     assert cache.lookup("k", Intent("swr")).state is MISS
     assert len(cache) == 0
+
+
+# -- load_timeout: hung loaders, abandoned flights, hung refreshes ---------------------------
+
+SHORT = 0.05      # a load_timeout that a hung loader (blocked on an Event) always outlives
+LONG = 60.0       # a load_timeout (and join bound) far above what any healthy step needs
+
+
+def bounded_join(thread):
+    thread.join(LONG)
+    assert not thread.is_alive(), f"{thread.name} still blocked: a hang"
+
+
+def in_thread(fn, *args, **kwargs):
+    """Run ``fn`` on a thread; -> (thread, box) where box gets "result" or "error"."""
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:   # noqa: BLE001 - the test inspects it
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+class HungLoader:
+    """A loader that blocks until ``release`` is set, then returns ``value``; records the
+    threads that called it and whether each call has returned."""
+
+    def __init__(self, value="late"):
+        self.release = threading.Event()
+        self.value = value
+        self.threads = []
+        self.returned = 0
+
+    def __call__(self, key):
+        self.threads.append(threading.current_thread())
+        self.release.wait()
+        self.returned += 1
+        return self.value
+
+    def called(self, times=1):
+        wait_until(lambda: len(self.threads) >= times)
+
+    def finish(self):
+        """Release every call and join the per-load threads (pool threads stay)."""
+        self.release.set()
+        for thread in self.threads:
+            if thread.name.startswith("fastcore-load"):
+                bounded_join(thread)
+
+
+@pytest.fixture
+def frozen_flights(monkeypatch):
+    """Freeze the wall clock that flight ages are read from, so that a caller always joins
+    a running load instead of finding it older than its timeout; ``now[0]`` moves it."""
+    import fastcore.semantic as layer
+    now = [0.0]
+    monkeypatch.setattr(layer, "_monotonic", lambda: now[0])
+    return now
+
+
+def test_sync_waiters_on_a_hung_loader_get_the_stale_value_or_load_timeout(clock):
+    cache = make(clock, load_timeout=SHORT)
+    cache.set("k", "old")
+    clock.set(1100)                       # MISS for every intent; inside stale_if_error
+    hung = HungLoader()
+    intents = ["default", "verify"] * 4
+    try:
+        workers = [in_thread(cache.get_or_load, "k", hung, intent=i, with_state=True)
+                   for i in intents]
+        for thread, _ in workers:
+            bounded_join(thread)
+        for intent, (_, box) in zip(intents, workers):
+            if intent == "default":
+                r = box["result"]
+                assert (r.value, r.state, r.age) == ("old", CacheState.ERROR, 100.0)
+                assert isinstance(r.error, fastcore.LoadTimeout)
+            else:                         # verify: no stale serving, not even on error
+                error = box["error"]
+                assert isinstance(error, fastcore.LoadTimeout)
+                assert isinstance(error, TimeoutError) and error.key == "k"
+                assert error.timeout == SHORT and "load_timeout" in str(error)
+        # Late joiners may find the load older than their timeout and start anew.
+        timeouts = cache.stats()["load_timeouts"]
+        assert 1 <= timeouts <= len(intents) and not cache._flights   # all abandoned
+        hung.called(timeouts)             # each abandoned load's thread did call it
+    finally:
+        hung.finish()
+    # The abandoned loads returned after all: their result is discarded, not stored.
+    assert hung.returned == len(hung.threads)
+    assert cache.lookup("k", "context").value == "old"
+
+
+def test_sync_single_flight_holds_under_a_timeout(clock):
+    threads = 16
+    cache = make(clock, load_timeout=LONG)
+    start = threading.Barrier(threads)
+    calls = []
+
+    def loader(key):
+        calls.append(threading.current_thread().name)
+        wait_until(lambda: cache.stats()["coalesced_waits"] == threads - 1)
+        return "v"
+
+    def worker():
+        start.wait()
+        return cache.get_or_load("k", loader, with_state=True)
+
+    workers = [in_thread(worker) for _ in range(threads)]
+    for thread, _ in workers:
+        bounded_join(thread)
+    results = {box["result"] for _, box in workers}
+    assert results == {fastcore.LoadResult("v", MISS, 0.0, False, None)}
+    # With a timeout the leader waits while the loader runs on its own thread.
+    assert len(calls) == 1 and calls[0].startswith("fastcore-load")
+    assert cache.stats()["loads"] == 1 and cache.stats()["load_timeouts"] == 0
+
+
+def test_after_a_timeout_the_next_call_loads_again(clock):
+    cache = make(clock)
+    hung = HungLoader()
+    try:
+        with pytest.raises(fastcore.LoadTimeout):
+            cache.get_or_load("k", hung, load_timeout=SHORT)      # nothing cached
+        assert "k" not in cache._flights
+        hung.called()
+        assert cache.get_or_load("k", lambda k: "fresh") == "fresh"   # no timeout: inline
+        assert cache.stats()["loads"] == 2
+    finally:
+        hung.finish()
+    assert cache.lookup("k").value == "fresh"      # the late "late" never overwrote it
+    assert cache.stats()["load_timeouts"] == 1
+
+
+def test_a_timeout_abandons_an_inline_leader_but_it_keeps_its_own_value(clock,
+                                                                         frozen_flights):
+    # The first caller has no timeout and runs the loader itself; a joiner with a timeout
+    # abandons the load, so a third caller starts anew; the first caller still returns
+    # what its loader gave, without storing it over the newer value.
+    cache = make(clock)
+    hung = HungLoader("first")
+    leader, box = in_thread(cache.get_or_load, "k", hung)
+    try:
+        wait_until(lambda: hung.threads)
+        with pytest.raises(fastcore.LoadTimeout):
+            cache.get_or_load("k", lambda k: "never called", load_timeout=SHORT)
+        assert cache.get_or_load("k", lambda k: "second") == "second"
+    finally:
+        hung.release.set()
+        bounded_join(leader)
+    assert box["result"] == "first"
+    assert cache.lookup("k").value == "second"
+
+
+def test_a_caller_abandons_a_load_older_than_its_timeout_at_once(clock, frozen_flights):
+    now = frozen_flights
+    executor = ManualExecutor()           # its refreshes never run: a hung refresh
+    cache = make(clock, executor=executor)
+    cache.set("k", "old")
+    clock.set(1070)
+    assert cache.get_or_load("k", lambda k: "refresh") == "old"   # refresh queued
+    now[0] = 5.0                          # the refresh has run 5 s (wall clock)
+    assert cache.get_or_load("k", lambda k: "new", intent="verify", load_timeout=5.0) == "new"
+    assert cache.stats()["load_timeouts"] == 1 and cache.stats()["coalesced_waits"] == 0
+    executor.run_all()                    # the abandoned refresh returns: discarded
+    assert cache.lookup("k").value == "new"
+    assert not cache._refreshing
+
+
+def test_hung_refreshes_do_not_starve_other_keys(clock, frozen_flights):
+    cache = make(clock, refresh_workers=2)
+    hung = HungLoader("refreshed")
+    for key in "abc":
+        cache.set(key, f"old-{key}")
+    clock.set(1070)                        # STALE for default, MISS for verify
+    try:
+        assert cache.get_or_load("a", hung) == "old-a"
+        assert cache.get_or_load("b", hung) == "old-b"
+        hung.called(2)                     # both workers hang
+        # c's refresh is skipped, not queued behind the hung ones: stale at once ...
+        assert cache.get_or_load("c", hung) == "old-c"
+        assert cache.stats()["refreshes_skipped"] == 1 and "c" not in cache._flights
+        # ... and a caller that needs a fresh c loads it itself, at once.
+        thread, box = in_thread(cache.get_or_load, "c", lambda k: "new-c", intent="verify")
+        bounded_join(thread)
+        assert box == {"result": "new-c"}
+        # A strict caller for a joins its hung refresh and gives up on it.
+        with pytest.raises(fastcore.LoadTimeout):
+            cache.get_or_load("a", lambda k: "unused", intent="verify", load_timeout=SHORT)
+        assert "a" not in cache._flights and cache._refreshing.keys() == {"a", "b"}
+        # The abandoned refresh still holds its worker: a stale hit starts no second one.
+        assert cache.get_or_load("a", hung) == "old-a"
+        assert cache.stats()["refreshes_skipped"] == 2 and len(hung.threads) == 2
+        # The next strict caller loads anew.
+        assert cache.get_or_load("a", lambda k: "new-a", intent="verify",
+                                 load_timeout=LONG) == "new-a"
+    finally:
+        hung.release.set()
+    wait_until(lambda: not cache._refreshing)           # workers freed when loaders return
+    # a's late refresh was abandoned (discarded); b's was not: stored.
+    assert [cache.lookup(k).value for k in "abc"] == ["new-a", "refreshed", "new-c"]
+    assert cache.stats()["load_timeouts"] == 1
+    cache._executor.shutdown(wait=True)
+
+
+def test_asyncio_waiters_on_a_hung_loader_get_the_stale_value_or_load_timeout(
+        frozen_flights):
+    async def main():
+        clock = ManualClock(0)
+        cache = make(clock, load_timeout=SHORT)
+        cache.set("k", "old")
+        clock.advance(100)                # MISS; inside stale_if_error
+        release = asyncio.Event()
+        unwound = asyncio.Event()
+        events = []
+
+        async def hung(key):
+            events.append("called")
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                unwound.set()
+                raise
+            return "late"
+
+        intents = ["default", "verify"] * 50
+        tasks = [asyncio.create_task(cache.aget_or_load("k", hung, intent=i, with_state=True))
+                 for i in intents]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(unwound.wait(), LONG)     # the load task was cancelled
+        for intent, r in zip(intents, results):
+            if intent == "default":
+                assert (r.value, r.state, type(r.error)) == ("old", CacheState.ERROR,
+                                                             fastcore.LoadTimeout)
+            else:
+                assert type(r) is fastcore.LoadTimeout and r.key == "k"
+        assert events == ["called", "cancelled"]     # one load, cancelled when abandoned
+        assert not cache._aflights
+        assert await cache.aget_or_load("k", lambda k: "new") == "new"   # loads anew
+        release.set()
+        return cache.stats()
+
+    stats = asyncio.run(main())
+    assert (stats["loads"], stats["load_timeouts"], stats["coalesced_waits"]) == (2, 1, 99)
+
+
+def test_asyncio_hung_refresh_is_abandoned_and_other_keys_proceed(frozen_flights):
+    async def main():
+        clock = ManualClock(0)
+        cache = make(clock)
+        release = asyncio.Event()
+
+        async def hung(key):
+            await release.wait()
+            return "late"
+
+        cache.set("a", "old-a")
+        cache.set("b", "old-b")
+        clock.advance(70)                 # STALE for default, MISS for verify
+        assert await cache.aget_or_load("a", hung) == "old-a"     # refresh task hangs
+        assert await cache.aget_or_load("b", lambda k: "new-b", intent="verify",
+                                        load_timeout=LONG) == "new-b"
+        with pytest.raises(fastcore.LoadTimeout):
+            await cache.aget_or_load("a", hung, intent="verify", load_timeout=SHORT)
+        assert "a" not in cache._aflights
+        r = await cache.aget_or_load("a", lambda k: Loaded("new-a", Freshness(5, age=2)),
+                                     intent="verify", with_state=True)
+        assert r == fastcore.LoadResult("new-a", MISS, 2.0, False, None)
+        release.set()
+        await asyncio.sleep(0)
+        assert cache.lookup("a").value == "new-a"
+        return cache.stats()
+
+    stats = asyncio.run(main())
+    assert (stats["loads"], stats["load_timeouts"], stats["coalesced_waits"]) == (3, 1, 1)
+
+
+def test_asyncio_caller_abandons_a_load_older_than_its_timeout(frozen_flights):
+    now = frozen_flights
+
+    async def main():
+        cache = SemanticCache(10, clock=ManualClock())
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def hung(key):
+            started.set()
+            await release.wait()
+
+        first = asyncio.create_task(cache.aget_or_load("k", hung))
+        await asyncio.wait_for(started.wait(), LONG)
+        now[0] = 3.0
+        # Not stored (no-store), so the first caller has no entry to fall back to.
+        assert await cache.aget_or_load("k", lambda k: Loaded("new", None),
+                                        load_timeout=3) == "new"
+        with pytest.raises(fastcore.LoadTimeout):
+            await first                   # it waited on the load that was abandoned
+        assert "k" not in cache
+        return cache.stats()
+
+    stats = asyncio.run(main())
+    assert (stats["loads"], stats["load_timeouts"]) == (2, 1)
+
+
+def test_load_timeout_per_call_overrides_and_inf_waits_for_ever(clock):
+    cache = make(clock, load_timeout=SHORT)
+    assert cache.load_timeout == SHORT
+    hung = HungLoader("v")
+    leader, box = in_thread(cache.get_or_load, "k", hung, load_timeout=math.inf)
+    try:
+        hung.called()
+        # A caller on the cache's SHORT default gives up; so SHORT has passed since the
+        # leader started, and the leader (inf: wait for ever) is still waiting.
+        with pytest.raises(fastcore.LoadTimeout):
+            cache.get_or_load("k", hung)
+        assert leader.is_alive()
+    finally:
+        hung.finish()
+        bounded_join(leader)
+    assert box == {"result": "v"}
+    assert SemanticCache(1, load_timeout=math.inf).load_timeout is None
+    assert SemanticCache(1, load_timeout=1e300).load_timeout is None
+    assert SemanticCache(1, load_timeout=2).load_timeout == 2.0
+    assert SemanticCache(1).load_timeout is None
+
+
+def test_memoize_passes_load_timeout(clock):
+    cache = make(clock)
+    hung = HungLoader()
+
+    @cache.memoize(load_timeout=SHORT)
+    def fetch(x):
+        return hung(x)
+
+    try:
+        with pytest.raises(fastcore.LoadTimeout):
+            fetch(1)
+        hung.called()
+    finally:
+        hung.finish()
+    assert cache.stats()["load_timeouts"] == 1
+
+
+# -- with_state: the state with the value -------------------------------------------------------
+
+def test_with_state_reports_fresh_stale_miss_and_error(clock):
+    executor = ManualExecutor()
+    cache = make(clock, executor=executor)
+
+    def failing(key):
+        raise ConnectionError("down")
+
+    r = cache.get_or_load("k", lambda k: "v1", with_state=True)
+    assert r == fastcore.LoadResult("v1", MISS, 0.0, False, None)
+    assert (r.value, r.state, r.age) == ("v1", MISS, 0.0)
+    clock.advance(10)
+    assert cache.get_or_load("k", failing, with_state=True) == (
+        "v1", FRESH, 10.0, False, None)
+    clock.advance(60)                     # a = 70: STALE, a refresh is queued
+    assert cache.get_or_load("k", failing, with_state=True) == ("v1", STALE, 70.0, False,
+                                                                None)
+    executor.run_all()                    # it fails; the entry stays
+    clock.advance(30)                     # a = 100: MISS, the load fails: fallback
+    r = cache.get_or_load("k", failing, with_state=True)
+    assert (r.value, r.state, r.age, type(r.error)) == ("v1", CacheState.ERROR, 100.0,
+                                                        ConnectionError)
+    assert cache.get_or_load("k", failing) == "v1"          # the default return
+    r = cache.get_or_load("gone", lambda k: Loaded(None, Freshness(5, negative=True)),
+                          with_state=True)
+    assert (r.state, r.negative) == (MISS, True)
+    assert cache.get_or_load("gone", failing, with_state=True).negative
+    r = cache.get_or_load("h", lambda k: Loaded("x", Freshness.from_cache_control(
+        "max-age=60", age=7)), with_state=True)
+    assert (r.state, r.age) == (MISS, 7.0)
+    assert cache.lookup("h").age == 7.0   # the same age a lookup reports
+
+
+def test_with_state_asyncio(clock):
+    async def main():
+        cache = make(clock)
+        first = await cache.aget_or_load("k", lambda k: "v", with_state=True)
+        clock.advance(70)
+        stale = await cache.aget_or_load("k", lambda k: "w", with_state=True)
+        await asyncio.gather(*(f.task for f in cache._aflights.values()))
+        fresh = await cache.aget_or_load("k", lambda k: "unused", with_state=True)
+        plain = await cache.aget_or_load("k", lambda k: "unused")
+        return first, stale, fresh, plain
+
+    first, stale, fresh, plain = asyncio.run(main())
+    assert first == ("v", MISS, 0.0, False, None)
+    assert stale == ("v", STALE, 70.0, False, None)
+    assert fresh == ("w", FRESH, 0.0, False, None) and plain == "w"
+    assert CacheState.ERROR == "ERROR" and str(CacheState.ERROR) == "ERROR"
+
+
+# -- errors name the argument the caller passed ---------------------------------------------
+
+@pytest.mark.parametrize("kwargs,error,named", [
+    ({"maxsize": 0}, ValueError, "maxsize"),
+    ({"maxsize": "10"}, TypeError, "maxsize"),
+    ({"default": 60}, TypeError, "default"),
+    ({"intents": 5}, TypeError, "intents"),
+    ({"intents": "context"}, TypeError, "intents"),
+    ({"intents": Intent("x")}, TypeError, "intents"),
+    ({"intents": {"a": "b"}}, TypeError, "intents"),
+    ({"intents": [3]}, TypeError, "intents"),
+    ({"default_intent": "nope"}, UnknownIntent, "default_intent"),
+    ({"default_intent": 3}, TypeError, "default_intent"),
+    ({"negative_ttl": -1}, InvalidFreshness, "negative_ttl"),
+    ({"negative_ttl": math.nan}, InvalidFreshness, "negative_ttl"),
+    ({"negative_ttl": "10"}, TypeError, "negative_ttl"),
+    ({"negative_ttl": 1e12}, InvalidFreshness, "negative_ttl"),
+    ({"getsizeof": 3}, TypeError, "getsizeof"),
+    ({"clock": lambda: 0.0}, TypeError, "clock"),
+    ({"xfetch_beta": -1}, ValueError, "xfetch_beta"),
+    ({"random": 0.5}, TypeError, "random"),
+    ({"executor": 4}, TypeError, "executor"),
+    ({"load_timeout": 0}, ValueError, "load_timeout"),
+    ({"load_timeout": -1}, ValueError, "load_timeout"),
+    ({"load_timeout": math.nan}, ValueError, "load_timeout"),
+    ({"load_timeout": "1"}, TypeError, "load_timeout"),
+    ({"load_timeout": True}, TypeError, "load_timeout"),
+    ({"refresh_workers": 0}, ValueError, "refresh_workers"),
+    ({"refresh_workers": 2.0}, TypeError, "refresh_workers"),
+    ({"refresh_workers": True}, TypeError, "refresh_workers"),
+])
+def test_constructor_errors_name_the_argument(kwargs, error, named):
+    kwargs.setdefault("maxsize", 10)
+    with pytest.raises(error) as info:
+        SemanticCache(**kwargs)
+    assert named in str(info.value)
+    if named == "negative_ttl":
+        assert "max_age" not in str(info.value)
+
+
+@pytest.mark.parametrize("call,error,named", [
+    (lambda: Freshness(-1), InvalidFreshness, "max_age"),
+    (lambda: Freshness(1, -1), InvalidFreshness, "stale_while_revalidate"),
+    (lambda: Freshness(1, 0, "x"), TypeError, "stale_if_error"),
+    (lambda: Freshness(1, age=math.inf), InvalidFreshness, "age"),
+    (lambda: Freshness.from_cache_control(5), TypeError, "header"),
+    (lambda: Freshness.from_cache_control("max-age=1", age=-1), InvalidFreshness, "age"),
+    (lambda: Freshness.from_response("200", {}), TypeError, "status"),
+    (lambda: Freshness.from_response(200, {}, heuristic=-1), InvalidFreshness, "heuristic"),
+    (lambda: Freshness.from_response(200, 5), TypeError, "headers"),
+    (lambda: Freshness.from_response(200, "cache-control: max-age=1"), TypeError, "headers"),
+    (lambda: Freshness.from_response(200, ["max-age=1"]), TypeError, "headers"),
+    (lambda: Freshness.from_response(200, {1: "x"}), TypeError, "headers"),
+    (lambda: Intent(1), TypeError, "name"),
+    (lambda: Intent(""), InvalidFreshness, "name"),
+    (lambda: Intent("x", max_staleness=-1), InvalidFreshness, "max_staleness"),
+    (lambda: Loaded(1, 60), TypeError, "freshness"),
+])
+def test_freshness_and_intent_errors_name_the_argument(call, error, named):
+    with pytest.raises(error) as info:
+        call()
+    assert named in str(info.value)
+
+
+def test_from_response_still_takes_mappings_and_pair_lists():
+    headers = [("Cache-Control", "max-age=30"), (b"age", "5")]
+    assert Freshness.from_response(200, headers) == Freshness(25, age=5)
+    assert Freshness.from_response(200, iter(headers)) == Freshness(25, age=5)
+    assert Freshness.from_response(200, {b"Cache-Control": "max-age=3"}) == Freshness(3)
+
+
+def test_method_errors_name_the_argument_and_change_nothing(clock):
+    cache = make(clock, executor=ManualExecutor())
+    cache.set("k", "v")
+    clock.advance(70)                     # STALE: a bad loader must not queue a refresh
+    before = snapshot(cache)
+    calls = [
+        (lambda: cache.get_or_load("k", 3), TypeError, "loader"),
+        (lambda: cache.get_or_load("k", len, load_timeout=0), ValueError, "load_timeout"),
+        (lambda: cache.get_or_load("k", len, load_timeout="1"), TypeError, "load_timeout"),
+        (lambda: cache.get_or_load("k", len, with_state=1), TypeError, "with_state"),
+        (lambda: cache.get_or_load("k", len, intent=3), TypeError, "intent"),
+        (lambda: cache.get_or_load("k", len, intent="nope"), UnknownIntent, "intent"),
+        (lambda: asyncio.run(cache.aget_or_load("k", None)), TypeError, "aloader"),
+        (lambda: asyncio.run(cache.aget_or_load("k", len, load_timeout=-2)), ValueError,
+         "load_timeout"),
+        (lambda: asyncio.run(cache.aget_or_load("k", len, with_state="yes")), TypeError,
+         "with_state"),
+        (lambda: cache.lookup("k", 3), TypeError, "intent"),
+        (lambda: cache.set("k", "v", 60), TypeError, "freshness"),
+        (lambda: cache.set_negative("k", 60), TypeError, "freshness"),
+        (lambda: cache.memoize(key=3), TypeError, "key"),
+        (lambda: cache.memoize(load_timeout=0), ValueError, "load_timeout"),
+        (lambda: cache.memoize(intent="nope"), UnknownIntent, "intent"),
+    ]
+    for call, error, named in calls:
+        with pytest.raises(error) as info:
+            call()
+        assert named in str(info.value), (named, info.value)
+    assert snapshot(cache) == before
+    assert cache._executor.jobs == [] and not cache._flights and not cache._aflights
