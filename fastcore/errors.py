@@ -11,6 +11,7 @@ __all__ = [
     "InvalidCost",
     "CostExceedsBurst",
     "CostExceedsLimit",
+    "InvalidKey",
     "RateLimitExceeded",
     "BackendError",
     "HistogramValueError",
@@ -40,6 +41,11 @@ class CostExceedsBurst(FastcoreError, ValueError):
 
 class CostExceedsLimit(FastcoreError, ValueError):
     """A sliding-window cost above the limit: it could never be admitted."""
+
+
+class InvalidKey(FastcoreError, ValueError):
+    """A limiter key that is too long or not valid UTF-8 text (the Redis limiters refuse
+    such keys)."""
 
 
 class RateLimitExceeded(FastcoreError):

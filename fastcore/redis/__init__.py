@@ -27,7 +27,7 @@ from fastcore.errors import BackendError
 from fastcore.redis._window import WINDOW_LUA, WINDOW_SHA, WindowBase
 from fastcore.redis._common import (
     ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, RespPacker, TokenBucketBase,
-    own_connection_kwargs,
+    key_list, own_connection_kwargs,
 )
 
 __all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey"]
@@ -277,7 +277,7 @@ class RedisTokenBucket(TokenBucketBase):
         Entries paid from a lease need no round trip. Bad keys or costs raise before
         anything is sent; Redis failures give the ``on_error`` answers.
         """
-        keys = list(keys)
+        keys = key_list(keys)
         names, increments, cost_list = self.batch(keys, costs, self.increment_ns)
         n = len(keys)
         allowed = np.zeros(n, dtype=np.bool_)
@@ -427,7 +427,7 @@ class RedisSlidingWindow(WindowBase):
         """Decide a batch, pipelined in one round trip; a numpy bool array, one per key
         (``(allowed, retry_after)`` with ``with_retry_after=True``). Entries paid from a
         lease need no round trip."""
-        keys = list(keys)
+        keys = key_list(keys)
         names, units, cost_list = self.batch(keys, costs, self.units)
         allowed = np.zeros(len(keys), dtype=np.bool_)
         retry = np.zeros(len(keys), dtype=np.float64)
