@@ -27,7 +27,7 @@ from fastcore._core.ttlcache import TTLCache
 from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_rate
 from fastcore.freshness import Freshness
-from fastcore.ratelimit import rate_limited
+from fastcore.ratelimit import DegradedDecision, rate_limited
 from fastcore.semantic import CacheState, Intent, Loaded, Lookup, SemanticCache
 from fastcore.errors import (
     BackendError,
@@ -62,6 +62,7 @@ __all__ = [
     "SlidingWindowCounter",
     "SlidingWindow",
     "Decision",
+    "DegradedDecision",
     "CoarseClock",
     "ManualClock",
     "MonotonicClock",

@@ -9,6 +9,8 @@ Operations:
   answer must be awaited, refusing combinations that would block an event loop. Shared with
   ``fastcore.asgi``, which admits requests the same way.
 - ``cost_is_callable(cost)``: validates a cost argument (a number or a function), shared too.
+- ``DegradedDecision``: the ``Decision`` subclass a distributed limiter answers when its
+  backend did not decide (``on_error``), so callers can tell an outage from a quota denial.
 
 Decisions:
 
@@ -25,6 +27,9 @@ Decisions:
   could await it), which is refused too.
 - The default key is the function's ``module.qualname``, so one keyed limiter can hold a
   separate budget for each decorated function.
+- ``DegradedDecision`` is a Python subclass of the compiled ``Decision``: the local limiters
+  never build one, so telling the two apart costs callers one ``type(d) is Decision`` test
+  and the local limiters nothing.
 """
 
 import functools
@@ -32,10 +37,51 @@ import inspect
 import numbers
 import sys
 
+from fastcore._core.decision import Decision
 from fastcore._core.gcra import TokenBucket
 from fastcore.errors import RateLimitExceeded
 
-__all__ = ["rate_limited", "limiter_acquire", "cost_is_callable"]
+__all__ = ["rate_limited", "limiter_acquire", "cost_is_callable", "DegradedDecision"]
+
+ON_ERROR_MODES = ("fail_closed", "fail_open", "fallback")
+
+
+class DegradedDecision(Decision):
+    """A ``Decision`` that a distributed limiter's backend did not make (Redis failed, timed
+    out, or its circuit breaker is open), answered by the limiter's ``on_error`` mode.
+
+    ``on_error`` says which: ``"fail_closed"`` (denied: ``retry_after`` is the limiter's
+    ``error_retry_after``; not a quota denial), ``"fail_open"`` (admitted without counting)
+    or ``"fallback"`` (the local ``fallback`` limiter's own decision, field for field).
+    Fields, ``bool()`` and equality are ``Decision``'s (equality ignores ``on_error``): test
+    ``isinstance(d, DegradedDecision)`` to tell an outage from a real decision.
+    ``fastcore.asgi.RateLimitMiddleware`` answers fail_closed with 503, not 429.
+    Raises ``ValueError`` for another ``on_error``.
+
+    Example::
+
+        d = await limiter.acquire("tenant-7")
+        if isinstance(d, DegradedDecision) and d.on_error == "fail_closed":
+            return 503, {"Retry-After": str(math.ceil(d.retry_after))}
+    """
+
+    __slots__ = ("on_error",)
+
+    def __init__(self, allowed, remaining, retry_after_ns, reset_after_ns, on_error):
+        if on_error not in ON_ERROR_MODES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_MODES}, got {on_error!r}")
+        super().__init__(allowed, remaining, retry_after_ns, reset_after_ns)
+        self.on_error = on_error
+
+    def __repr__(self):
+        return (f"DegradedDecision(allowed={bool(self.allowed)}, remaining={self.remaining}, "
+                f"retry_after={self.retry_after_ns / 1e9!r}, "
+                f"reset_after={self.reset_after_ns / 1e9!r}, on_error={self.on_error!r})")
+
+    def __reduce__(self):
+        return (DegradedDecision, (bool(self.allowed), self.remaining, self.retry_after_ns,
+                                   self.reset_after_ns, self.on_error))
+
 
 
 def limiter_acquire(limiter, *, event_loop):

@@ -3,6 +3,7 @@ ManualClock; the asyncio Redis limiter against a real redis-server."""
 
 import asyncio
 import inspect
+import pickle
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from redis_fixtures import async_token_bucket, prefix, redis_server  # noqa: E40
 
 import fastcore  # noqa: E402
 from fastcore import (  # noqa: E402
-    KeyedTokenBucket, ManualClock, RateLimitExceeded, SlidingWindow, TokenBucket, rate_limited,
+    Decision, DegradedDecision, KeyedTokenBucket, ManualClock, RateLimitExceeded, SlidingWindow,
+    TokenBucket, rate_limited,
 )
 
 
@@ -198,3 +200,16 @@ def test_async_redis_limiter_on_async_function(redis_server, prefix):
             async def on_loop():
                 return None
         sync_limiter.close()
+
+
+def test_degraded_decision_contract():
+    d = DegradedDecision(False, 0, 2_500_000_000, 0, "fail_closed")
+    assert not d and d.retry_after == 2.5 and d.on_error == "fail_closed"
+    assert d == Decision(False, 0, 2_500_000_000, 0) and isinstance(d, Decision)
+    assert repr(d) == ("DegradedDecision(allowed=False, remaining=0, retry_after=2.5, "
+                       "reset_after=0.0, on_error='fail_closed')")
+    again = pickle.loads(pickle.dumps(d))
+    assert type(again) is DegradedDecision and again.on_error == "fail_closed" and again == d
+    for bad in ("closed", None, 1):
+        with pytest.raises(ValueError, match="on_error"):
+            DegradedDecision(True, 0, 0, 0, bad)

@@ -17,7 +17,8 @@ from redis_fixtures import own_server, prefix, redis_server  # noqa: E402,F401,F
 redis = pytest.importorskip("redis")
 
 from fastcore import (  # noqa: E402
-    CostExceedsBurst, Decision, InvalidCost, InvalidRate, KeyedTokenBucket, ManualClock,
+    CostExceedsBurst, Decision, DegradedDecision, InvalidCost, InvalidRate, KeyedTokenBucket,
+    ManualClock,
 )
 from fastcore.redis import InvalidKey, RedisSlidingWindow, RedisTokenBucket  # noqa: E402
 
@@ -237,6 +238,9 @@ def test_kill_and_restart(own_server, mode):
         assert answers[0] == Decision(True, 0, 0, 0) and all(answers)
     else:   # the fallback's own quota of 3 for "k", then denials; "j" is a new key
         assert [bool(a) for a in answers] == [True] * 3 + [False] * 7 + [False, True]
+    # What Redis did not decide is marked, so a caller can tell an outage from a quota.
+    for answer in answers[:5]:
+        assert isinstance(answer, DegradedDecision) and answer.on_error == mode
     own_server.start()                   # the append-only file restores the bucket
     clock.advance(4.0)
     assert limiter.status()["breaker"] == "open"       # still cooling down

@@ -28,6 +28,7 @@ from fastcore._core.clock import Clock, monotonic_ns
 from fastcore._core.decision import Decision
 from fastcore._units import gcra_params, seconds_to_ns
 from fastcore.errors import CostExceedsBurst, InvalidCost, InvalidKey, InvalidRate
+from fastcore.ratelimit import DegradedDecision
 
 __all__ = ["InvalidKey", "LUA_DIV", "GCRA_LUA", "GCRA_SHA", "GCRA_BATCH_LUA", "GCRA_BATCH_SHA"]
 
@@ -425,8 +426,10 @@ class LimiterBase:
         self._reloads = 0
         self._closed = False
         self._fail_closed = on_error == "fail_closed"
-        self._denied = Decision(False, 0, self.error_retry_after_ns, 0)
-        self._admitted = Decision(True, 0, 0, 0)
+        # Marked answers: a caller (the ASGI middleware) must tell a backend failure from a
+        # real quota decision, and `type(d) is Decision` stays the local limiters' fast test.
+        self._denied = DegradedDecision(False, 0, self.error_retry_after_ns, 0, "fail_closed")
+        self._admitted = DegradedDecision(True, 0, 0, 0, "fail_open")
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -634,9 +637,13 @@ class LimiterBase:
         return not self._fail_closed
 
     def degraded_decision(self, key, cost, peek=False):
+        """The on_error answer as a ``DegradedDecision``: the fail_closed / fail_open
+        constant, or the fallback's own decision marked as such."""
         self._degraded += 1
         if self.fallback is not None:
-            return (self.fallback.peek if peek else self.fallback.acquire)(key, cost)
+            d = (self.fallback.peek if peek else self.fallback.acquire)(key, cost)
+            return DegradedDecision(d.allowed, d.remaining, d.retry_after_ns, d.reset_after_ns,
+                                    "fallback")
         return self._denied if self._fail_closed else self._admitted
 
     def degraded_many(self, keys, costs, allowed, retry, indices):

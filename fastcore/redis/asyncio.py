@@ -15,6 +15,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from fastcore._core.decision import Decision
 from fastcore.errors import BackendError
+from fastcore.ratelimit import DegradedDecision
 from fastcore.redis import ERRORS
 from fastcore.redis._window import WINDOW_LUA, WINDOW_SHA, WindowBase
 from fastcore.redis._common import (
@@ -22,7 +23,7 @@ from fastcore.redis._common import (
     key_list, own_connection_kwargs,
 )
 
-__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey"]
+__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey", "DegradedDecision"]
 
 
 class DirectTransport(RespPacker):
