@@ -46,7 +46,7 @@ Decisions (the README's "ASGI middleware and decorators" section says the same f
 import json
 import math
 
-from fastcore.ratelimit import cost_is_callable, limiter_acquire
+from fastcore.ratelimit import cost_is_callable, limiter_acquire, refused_argument
 
 __all__ = ["RateLimitMiddleware", "client_host", "header_key"]
 
@@ -135,7 +135,8 @@ class RateLimitMiddleware:
     ``SlidingWindowCounter``, ``SlidingWindow``, a ``fastcore.redis.asyncio`` limiter), or a
     ``TokenBucket``: one budget for the whole application.
     ``key``: ``callable(scope) -> key``; default ``client_host``; ``None`` from it lets the
-    request through unlimited. ``cost``: a number or ``callable(scope) -> number``.
+    request through unlimited. ``cost``: a number or ``callable(scope) -> number``; a number
+    must be finite, >= 0 and within the limiter's burst/limit (checked here).
     ``exempt``: paths (exact ``scope["path"]`` matches) never limited, e.g. health checks.
     ``policy``: the policy name in the rate-limit headers. ``headers``: False sends only
     ``Retry-After`` on denials (no RateLimit fields, for services that keep their quotas
@@ -163,7 +164,7 @@ class RateLimitMiddleware:
         self.cost = cost
         self.exempt = frozenset(exempt)
         self._acquire, self._awaits = limiter_acquire(limiter, event_loop=True)
-        self._cost_is_callable = cost_is_callable(cost)
+        self._cost_is_callable = cost_is_callable(cost, limiter)
         self._policy = _sf_string(policy).encode("ascii")
         self._headers = bool(headers)
         quota_window = _quota_window(limiter)
@@ -197,10 +198,7 @@ class RateLimitMiddleware:
         except TypeError as error:
             # Name what the key and cost functions returned (types only: a key may be an API
             # key, which must not reach the logs).
-            raise TypeError(
-                f"the limiter refused the key ({type(key).__name__}) or cost "
-                f"({type(cost).__name__}) from RateLimitMiddleware's key/cost functions: "
-                f"{error}") from error
+            raise refused_argument(error, key, cost, "RateLimitMiddleware") from error
         if not decision.allowed:
             await self._deny(scope, receive, send, decision)
             return

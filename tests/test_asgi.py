@@ -14,8 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from asgi_fixtures import Endpoint, call, http_scope, running, serving, ws_scope  # noqa: E402
 from redis_fixtures import async_token_bucket, prefix, redis_server  # noqa: E402,F401
 
+import fastcore  # noqa: E402
 from fastcore import (  # noqa: E402
-    KeyedTokenBucket, ManualClock, SlidingWindowCounter, TokenBucket,
+    CostExceedsBurst, CostExceedsLimit, InvalidCost, KeyedTokenBucket, ManualClock,
+    SlidingWindow, SlidingWindowCounter, TokenBucket,
 )
 from fastcore.asgi import RateLimitMiddleware, client_host, header_key  # noqa: E402
 
@@ -342,3 +344,18 @@ def test_constructor_validates(clock):
     quoted = RateLimitMiddleware(Endpoint(), limiter, policy='a"b\\c')
     sent = asyncio.run(call(quoted, http_scope()))
     assert (b"ratelimit", b'"a\\"b\\\\c";r=0;t=1') in sent[0]["headers"]
+
+
+@pytest.mark.parametrize("cost, error", [
+    (-1, InvalidCost), (float("nan"), InvalidCost), (float("inf"), InvalidCost),
+    (3, CostExceedsBurst), ("1", TypeError), (True, TypeError), (None, TypeError),
+])
+def test_a_constant_cost_is_checked_at_construction(clock, cost, error):
+    with pytest.raises(error, match="cost"):
+        RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 2, clock=clock), cost=cost)
+    with pytest.raises(error, match="cost"):
+        fastcore.rate_limited(KeyedTokenBucket(1, 2, clock=clock), cost=cost)
+    if error is CostExceedsBurst:
+        with pytest.raises(CostExceedsLimit, match="cost"):
+            RateLimitMiddleware(Endpoint(), SlidingWindow(2, 1.0, clock=clock), cost=cost)
+    RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 2, clock=clock), cost=2)   # fits

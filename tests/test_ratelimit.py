@@ -141,15 +141,31 @@ def test_limiter_errors_propagate(clock):
     def take(item):
         return item
 
-    with pytest.raises(TypeError, match="unhashable"):
+    with pytest.raises(TypeError, match="unhashable") as caught:
         take(["list"])
+    assert "rate_limited(test_limiter_errors_propagate.<locals>.take): the limiter refused " \
+        "the key (list)" in str(caught.value)
 
-    @rate_limited(limiter, cost=3)
-    def too_big():
+    @rate_limited(limiter, key="k", cost=lambda text: text)
+    def priced(text):
+        return text
+
+    with pytest.raises(TypeError, match=r"rate_limited\(.*priced\): cost must be a number, "
+                                        r"got str"):
+        priced("2")
+    with pytest.raises(fastcore.InvalidCost, match="cost"):
+        priced(-1.0)
+
+    # A constant cost above the burst could never be admitted: refused when decorating.
+    with pytest.raises(fastcore.CostExceedsBurst, match="cost 3"):
+        rate_limited(limiter, cost=3)
+
+    @rate_limited(limiter, key="k", cost=lambda size: size)
+    def too_big(size):
         return None
 
     with pytest.raises(fastcore.CostExceedsBurst):
-        too_big()
+        too_big(3)
     assert len(limiter) == 0
 
 
@@ -200,6 +216,26 @@ def test_async_redis_limiter_on_async_function(redis_server, prefix):
             async def on_loop():
                 return None
         sync_limiter.close()
+
+
+def test_async_redis_limiter_errors_name_the_argument(redis_server, prefix):
+    async def scenario():
+        async with async_token_bucket(redis_server, 1, 2, prefix=prefix) as limiter:
+            @rate_limited(limiter, key=lambda agent, cost: agent, cost=lambda agent, cost: cost)
+            async def run(agent, cost):
+                return agent
+
+            with pytest.raises(TypeError, match=r"cost must be a number, got str"):
+                await run("a", "2")
+            with pytest.raises(TypeError, match=r"refused the key \(int\)"):
+                await run(7, 1)
+            with pytest.raises(fastcore.CostExceedsBurst, match="cost 3.0 exceeds"):
+                await run("a", 3)
+            assert await run("a", 1) == "a"
+            with pytest.raises(fastcore.CostExceedsBurst, match="cost"):
+                rate_limited(limiter, cost=3)
+
+    asyncio.run(scenario())
 
 
 def test_degraded_decision_contract():
