@@ -8,12 +8,16 @@ Operations:
 - ``client_host(scope)``: the default key, the client's address as the server reports it.
 - ``header_key(name, *, fallback=client_host)``: a key function reading a request header
   (an API key), falling back to another key function when the header is absent.
+- ``bounded_key(namespace, value)``: ``"<namespace>:<value>"`` for short printable values,
+  ``"<namespace>:sha256:<hex>"`` for any other, so keys built from client input stay small
+  and valid for every limiter.
 
 Decisions (the README's "ASGI middleware and decorators" section says the same for users):
 
 - No framework: the middleware reads the ASGI scope and wraps ``send``, so it runs under any
   ASGI server and in front of any framework. It keeps no per-client state of its own; memory
-  is the limiter's, bounded by its ``max_keys``.
+  is the limiter's, bounded by its ``max_keys``, and every key the shipped key functions
+  build is at most about 200 bytes, whatever the client sends.
 - ``lifespan`` (and any scope type other than ``http`` and ``websocket``) passes through
   untouched: startup and shutdown are not requests.
 - A WebSocket is limited once, at its handshake, with the same key and cost; messages on an
@@ -37,54 +41,137 @@ Decisions (the README's "ASGI middleware and decorators" section says the same f
   out of the middleware: the server answers 500 and logs the traceback, and error-reporting
   middleware outside sees it. The middleware never turns a bug into a decision: admitting
   would open a bypass, and a 429 would tell a healthy client to back off and retry forever.
+- Keys from client input (``header_key``, ``client_host``, ``bounded_key``): a value of at
+  most ``MAX_VERBATIM_BYTES`` (128) bytes of visible ASCII (0x21-0x7E) that does not start
+  with ``sha256:`` is kept as it is; any other value (longer, with spaces, control
+  characters, non-ASCII or non-UTF-8 bytes) becomes ``sha256:`` and the 64 hex digits of
+  the SHA-256 of its raw bytes. The two forms cannot meet (a kept value never starts with
+  ``sha256:``), and two hashed values meet only by a SHA-256 collision. Namespaces are HTTP
+  tokens without ``@`` and with a character that is not a hex digit, so a header key can
+  never read as an IPv6 address nor as a hashed address (``client@sha256:<hex>``).
 - Limiters: anything with ``acquire(key, cost) -> Decision``; an unkeyed ``TokenBucket`` is
   one budget for the whole application; ``fastcore.redis.asyncio`` limiters are awaited;
   the sync ``fastcore.redis`` limiters are refused with ``TypeError`` because each
   decision would block the event loop for a Redis round trip.
 """
 
+import hashlib
 import json
 import math
+import re
 
 from fastcore.ratelimit import cost_is_callable, limiter_acquire, refused_argument
 
-__all__ = ["RateLimitMiddleware", "client_host", "header_key"]
+__all__ = ["RateLimitMiddleware", "client_host", "header_key", "bounded_key",
+           "MAX_VERBATIM_BYTES"]
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 NS_PER_S = 1_000_000_000
 
 
+# -- keys from client input ------------------------------------------------------------------
+
+MAX_VERBATIM_BYTES = 128
+_HASHED = b"sha256:"
+_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+# An HTTP token (RFC 9110 tchar) of 1..64 characters; '@' is not a tchar.
+_NAMESPACE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_HEX_ONLY = re.compile(r"[0-9A-Fa-f]+")
+# What servers report as a client address: an IPv4 address or host name (no ':'), or an
+# IPv6 address (hex digits, ':' and '.', an optional %zone). A key built on a namespace has
+# a ':' after a part that is not all hex digits, so it matches neither.
+_ADDRESS = re.compile(r"[A-Za-z0-9.-]{1,128}|[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9_.-]{1,64})?")
+_ADDRESS_HASHED = "client@sha256:"
+
+
+def _check_namespace(namespace, what):
+    if not isinstance(namespace, str):
+        raise TypeError(f"{what} must be str, got {type(namespace).__name__}")
+    if not _NAMESPACE.fullmatch(namespace) or _HEX_ONLY.fullmatch(namespace):
+        raise ValueError(
+            f"{what} must be an HTTP token of 1 to 64 characters (letters, digits and "
+            f"!#$%&'*+-.^_`|~) with at least one that is not a hex digit, got {namespace!r}")
+
+
+def _verbatim_or_digest(raw):
+    """``raw`` (bytes) as text when it is short visible ASCII not starting with ``sha256:``,
+    else ``sha256:<64 hex digits>`` of it."""
+    if (len(raw) <= MAX_VERBATIM_BYTES and not raw.translate(None, _VISIBLE_ASCII)
+            and not raw.startswith(_HASHED)):
+        return raw.decode("ascii")
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def bounded_key(namespace, value):
+    """A limiter key for a value a client controls: ``"<namespace>:<value>"`` when ``value``
+    is at most 128 bytes of visible ASCII (0x21-0x7E) not starting with ``sha256:``, else
+    ``"<namespace>:sha256:<64 hex digits>"``, the SHA-256 of its bytes (``str`` values are
+    UTF-8 encoded, lone surrogates included). At most ``len(namespace) + 136`` characters,
+    valid for the local and the Redis limiters; distinct values give distinct keys (barring
+    a SHA-256 collision). ``namespace``: an HTTP token of 1-64 characters with a character
+    that is not a hex digit (``ValueError`` otherwise; ``TypeError`` for a value that is
+    not ``str`` or ``bytes``).
+
+    Example::
+
+        key=lambda scope: bounded_key("tenant", tenant_of(scope))   # e.g. from a JWT claim
+    """
+    _check_namespace(namespace, "namespace")
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+    else:
+        raise TypeError(f"value must be str or bytes, got {type(value).__name__}")
+    return namespace + ":" + _verbatim_or_digest(raw)
+
+
 def client_host(scope):
     """The client's host as the server reports it (``scope["client"][0]``).
 
+    An IPv4 or IPv6 address (or a host name, as test clients report) is the key as it is;
+    anything else (a forwarded value a client could have written, when the server trusts
+    every proxy) becomes ``client@sha256:<hex>``, so it stays small and never collides
+    with a ``header_key`` or ``bounded_key`` key.
     Behind a reverse proxy this is the proxy's address unless the server rewrites it from
     trusted forwarding headers (uvicorn: ``--proxy-headers --forwarded-allow-ips=...``).
     Raises ``LookupError`` when the server reports no client (a Unix socket): every client
     would otherwise share one budget.
     """
     client = scope.get("client")
-    if not client:
+    host = client[0] if client else None
+    if not host:
         raise LookupError(
             "the ASGI server reported no client address (scope['client'] is empty, as on a "
             "Unix socket): pass RateLimitMiddleware(key=...), e.g. header_key('x-api-key')")
-    return client[0]
+    if host.__class__ is str and _ADDRESS.fullmatch(host):
+        return host
+    if not isinstance(host, str):
+        raise TypeError(f"the ASGI server reported a client address of type "
+                        f"{type(host).__name__}, not str")
+    return _ADDRESS_HASHED + hashlib.sha256(host.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def header_key(name, *, fallback=client_host):
     """A key function: ``"<name>:<value>"`` of the request header ``name`` (an API key).
 
     The header name is prefixed so that a header value can never collide with a client
-    address from ``fallback``. Without the header, the key is ``fallback(scope)``:
-    ``client_host`` by default; ``fallback=None`` lets such requests through unlimited. Of a
-    repeated header, the first occurrence counts. Values are decoded as Latin-1 (any bytes).
+    address from ``fallback``. The value goes through ``bounded_key``'s rule: kept when it
+    is at most 128 bytes of visible ASCII, else ``"<name>:sha256:<hex>"`` of its raw bytes
+    (a 2,000-byte header, control characters or non-UTF-8 bytes make a valid, small key).
+    Without the header, the key is ``fallback(scope)``: ``client_host`` by default;
+    ``fallback=None`` lets such requests through unlimited. Of a repeated header, the first
+    occurrence counts. ``name``: an HTTP token with a character that is not a hex digit
+    (``ValueError`` otherwise).
 
     Example::
 
         RateLimitMiddleware(app, limiter, key=header_key("x-api-key"))
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty header name, got {name!r}")
-    wanted = name.lower().encode("latin-1")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a header name (str), got {type(name).__name__}")
+    _check_namespace(name.lower(), "name")
+    wanted = name.lower().encode("ascii")
     prefix = name.lower() + ":"
     if fallback is not None and not callable(fallback):
         raise TypeError(f"fallback must be a key function or None, got {fallback!r}")
@@ -92,7 +179,7 @@ def header_key(name, *, fallback=client_host):
     def key(scope):
         for header, value in scope["headers"]:
             if header == wanted:
-                return prefix + value.decode("latin-1")
+                return prefix + _verbatim_or_digest(value)
         return fallback(scope) if fallback is not None else None
 
     key.__qualname__ = f"header_key({name!r})"

@@ -45,7 +45,7 @@ class CostExceedsLimit(FastcoreError, ValueError):
 
 class InvalidKey(FastcoreError, ValueError):
     """A limiter key that is too long or not valid UTF-8 text (the Redis limiters refuse
-    such keys)."""
+    such keys; ``fastcore.asgi``'s key functions never produce one)."""
 
 
 class RateLimitExceeded(FastcoreError):

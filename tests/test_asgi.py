@@ -3,12 +3,15 @@ a ManualClock in the limiter so every admission is hand-computed; plus ASGI-leve
 (WebSocket handshakes, errors) that call the middleware with fake receive/send."""
 
 import asyncio
+import hashlib
 import math
 import socket
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from asgi_fixtures import Endpoint, call, http_scope, running, serving, ws_scope  # noqa: E402
@@ -19,7 +22,9 @@ from fastcore import (  # noqa: E402
     CostExceedsBurst, CostExceedsLimit, InvalidCost, KeyedTokenBucket, ManualClock,
     SlidingWindow, SlidingWindowCounter, TokenBucket,
 )
-from fastcore.asgi import RateLimitMiddleware, client_host, header_key  # noqa: E402
+from fastcore.asgi import (  # noqa: E402
+    RateLimitMiddleware, bounded_key, client_host, header_key,
+)
 
 
 def rate(response):
@@ -323,8 +328,10 @@ def test_header_key():
     assert key(http_scope()) == "10.0.0.1"
     assert header_key("x-api-key", fallback=None)(http_scope()) is None
     assert client_host(http_scope(client=("::1", 1))) == "::1"
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="name must be an HTTP token"):
         header_key("")
+    with pytest.raises(TypeError, match="fallback"):
+        header_key("x-api-key", fallback="10.0.0.1")
 
 
 def test_constructor_validates(clock):
@@ -344,6 +351,174 @@ def test_constructor_validates(clock):
     quoted = RateLimitMiddleware(Endpoint(), limiter, policy='a"b\\c')
     sent = asyncio.run(call(quoted, http_scope()))
     assert (b"ratelimit", b'"a\\"b\\\\c";r=0;t=1') in sent[0]["headers"]
+
+
+# -- keys from client input ------------------------------------------------------------------
+
+
+def sha256_hex(raw):
+    return hashlib.sha256(raw).hexdigest()
+
+
+def test_a_2000_byte_api_key_is_a_hashed_key_not_a_500(redis_server, prefix):
+    # The reported case: header_key with a Redis limiter and a 2,000-byte header answered 500
+    # (InvalidKey). Now the key is "x-api-key:sha256:<hex>" of the raw value, so the same
+    # long key keeps its own budget and a different long key gets another.
+    long_a, long_b = "a" * 2000, "a" * 1999 + "b"
+
+    async def scenario():
+        clock = ManualClock(1000.0)
+        app = Endpoint()
+        async with async_token_bucket(redis_server, 1, 2, prefix=prefix,
+                                      clock=clock) as limiter:
+            middleware = RateLimitMiddleware(app, limiter, key=header_key("x-api-key"))
+            async with serving(middleware) as http:
+                statuses = [(await http.get("/", headers={"x-api-key": value})).status_code
+                            for value in (long_a, long_a, long_a, long_b)]
+            with redis_server.client() as client:
+                stored = sorted(client.keys(prefix + "*"))
+        return statuses, stored, app.served
+
+    statuses, stored, served = asyncio.run(scenario())
+    assert statuses == [200, 200, 429, 200] and served == 3
+    want = sorted(f"{prefix}tb:{{x-api-key:sha256:{sha256_hex(v.encode())}}}".encode()
+                  for v in (long_a, long_b))
+    assert stored == want
+
+
+HOSTILE_VALUES = [
+    b"",                                      # present but empty
+    b"x" * 128, b"x" * 129,                   # the verbatim bound and one byte past it
+    bytes(range(0x00, 0x20)) + b"\x7f",       # control characters
+    bytes(range(0x80, 0x100)),                # not UTF-8
+    b"caf\xc3\xa9",                           # UTF-8, not ASCII
+    b"{" * 500, b"%" * 500, b"}{%",           # what the Redis key escaping expands
+    b"with space", b"\ttab",
+    b"sha256:" + b"0" * 64,                   # looks like a hashed key: hashed itself
+    b"k" * 70_000,                            # far past any server's header limit
+]
+
+
+def expected_key(name, raw):
+    """The documented key form, computed independently of fastcore."""
+    visible = all(0x21 <= byte <= 0x7E for byte in raw)
+    if len(raw) <= 128 and visible and not raw.startswith(b"sha256:"):
+        return f"{name}:{raw.decode('ascii')}"
+    return f"{name}:sha256:{sha256_hex(raw)}"
+
+
+def test_any_header_value_is_a_bounded_key_for_local_and_redis_limiters(redis_server, prefix):
+    key = header_key("X-Api-Key")
+    keys = [key(http_scope(headers=[(b"x-api-key", raw)])) for raw in HOSTILE_VALUES]
+    assert keys == [expected_key("x-api-key", raw) for raw in HOSTILE_VALUES]
+    assert len(set(keys)) == len(keys)
+    assert all(len(k) <= len("x-api-key:") + 136 and k.isascii() and k.isprintable()
+               for k in keys)
+    assert keys[1] == "x-api-key:" + "x" * 128 and keys[2].startswith("x-api-key:sha256:")
+    # Every key is admitted by a local and by a Redis limiter: no request is a 500.
+    local = KeyedTokenBucket(1, 1)
+    headers = [[(b"x-api-key", raw)] for raw in HOSTILE_VALUES]
+
+    async def scenario():
+        async with async_token_bucket(redis_server, 0.001, 1, prefix=prefix) as remote:
+            statuses = []
+            for limiter in (local, remote):
+                middleware = RateLimitMiddleware(Endpoint(), limiter, key=key)
+                for h in headers:
+                    statuses.append((await call(middleware, http_scope(headers=h)))[0]["status"])
+            with redis_server.client() as client:
+                stored = len(client.keys(prefix + "*"))
+            return statuses, stored
+
+    statuses, stored = asyncio.run(scenario())
+    assert statuses == [200] * (2 * len(HOSTILE_VALUES))
+    assert stored == len(HOSTILE_VALUES) and len(local) == len(HOSTILE_VALUES)
+
+
+def test_bounded_key_and_client_host_forms():
+    assert bounded_key("tenant", "acme-7") == "tenant:acme-7"
+    assert bounded_key("tenant", b"acme-7") == "tenant:acme-7"
+    assert bounded_key("tenant", "\u00e9") == "tenant:sha256:" + sha256_hex(b"\xc3\xa9")
+    # A lone surrogate (from surrogateescape decoding) still makes a key.
+    assert bounded_key("tenant", "\udcff") == \
+        f"tenant:sha256:{sha256_hex(chr(0xDCFF).encode('utf-8', 'surrogatepass'))}"
+    for host in ("127.0.0.1", "::1", "2001:db8::8a2e:370:7334", "fe80::1%eth0",
+                 "::ffff:10.0.0.1", "testclient"):
+        assert client_host(http_scope(client=(host, 1))) == host
+    for host in ("x-api-key:alice", "10.0.0.1, 10.0.0.2", "a" * 300, "h\u00f6st",
+                 "sha256:" + "0" * 64):
+        assert client_host(http_scope(client=(host, 1))) == \
+            f"client@sha256:{sha256_hex(host.encode())}"
+    with pytest.raises(LookupError):
+        client_host(http_scope(client=("", 1)))
+    with pytest.raises(TypeError, match="client address of type bytes"):
+        client_host(http_scope(client=(b"127.0.0.1", 1)))
+
+
+@pytest.mark.parametrize("namespace, error", [
+    ("", ValueError), ("x" * 65, ValueError), ("has space", ValueError),
+    ("a:b", ValueError), ("a@b", ValueError), ("caf\u00e9", ValueError),
+    ("fe80", ValueError), ("DEADBEEF", ValueError), (b"x-api-key", TypeError), (None, TypeError),
+])
+def test_bad_namespaces_and_header_names(namespace, error):
+    with pytest.raises(error, match="name" if namespace is not None else "str"):
+        header_key(namespace)
+    with pytest.raises(error, match="namespace"):
+        bounded_key(namespace, "v")
+
+
+def test_bounded_key_bad_values():
+    for value in (None, 5, ["v"], {"v": 1}):
+        with pytest.raises(TypeError, match="value must be str or bytes"):
+            bounded_key("tenant", value)
+
+
+VALUES = st.one_of(
+    st.binary(max_size=140),
+    st.builds(lambda n: b"v" * n, st.integers(120, 135)),
+    st.builds(lambda b: b"sha256:" + b, st.binary(max_size=70)),
+    st.builds(lambda t: b"sha256:" + hashlib.sha256(t).hexdigest().encode(),
+              st.binary(max_size=8)),
+    st.sampled_from([b"::1", b"1", b":1", b"1::2", b"127.0.0.1"]),
+)
+SOURCES = st.one_of(
+    st.tuples(st.just("header"), st.sampled_from(["x-api-key", "x", "g", "client", "a-1",
+                                                  "sha256", "x-fe80"]), VALUES),
+    st.tuples(st.just("address"), st.just(""), VALUES),
+)
+
+
+def key_of(source):
+    kind, name, raw = source
+    if kind == "header":
+        return header_key(name, fallback=None)(http_scope(headers=[(name.encode(), raw)]))
+    try:
+        host = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        host = raw.decode("latin-1")
+    return client_host(http_scope(client=(host, 1))) if host else None
+
+
+@given(st.lists(SOURCES, min_size=2, max_size=12))
+def test_distinct_inputs_never_share_a_key(sources):
+    """Header keys of every name and client addresses: equal keys only for equal inputs
+    (an address is compared as the text the server would report)."""
+    seen = {}
+    for source in sources:
+        key = key_of(source)
+        if key is None:
+            continue
+        kind, name, raw = source
+        identity = (kind, name, raw) if kind == "header" else (kind, key_identity(raw))
+        assert seen.setdefault(key, identity) == identity
+        assert len(key) <= 193 and key.isascii()
+
+
+def key_identity(raw):
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 @pytest.mark.parametrize("cost, error", [

@@ -192,7 +192,8 @@ def escape_key(key) -> bytes:
                         f"{type(key).__name__}")
     escaped = raw.replace(b"%", b"%25").replace(b"{", b"%7B").replace(b"}", b"%7D") or b"%"
     if len(escaped) > MAX_KEY_BYTES:
-        raise InvalidKey(f"key of {len(escaped)} bytes (escaped) exceeds {MAX_KEY_BYTES} bytes")
+        raise InvalidKey(f"key of {len(escaped)} bytes (escaped) exceeds {MAX_KEY_BYTES} "
+                         f"bytes; fastcore.asgi.bounded_key() hashes long keys to a fixed size")
     return escaped
 
 
