@@ -1,6 +1,8 @@
 """RateLimitMiddleware behind a real uvicorn server on a loopback port, driven by httpx, with
-a ManualClock in the limiter so every admission is hand-computed; plus ASGI-level cases
-(WebSocket handshakes, errors) that call the middleware with fake receive/send."""
+a ManualClock in the limiter so every admission is hand-computed; real redis-server
+processes for the Redis limiter, killed and SIGSTOPped for the outage cases; plus ASGI-level
+cases (WebSocket handshakes, errors, hostile header bytes no HTTP client would send) that
+call the middleware with fake receive/send."""
 
 import asyncio
 import hashlib
@@ -14,15 +16,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asgi_fixtures import Endpoint, call, http_scope, running, serving, ws_scope  # noqa: E402
-from redis_fixtures import async_token_bucket, prefix, redis_server  # noqa: E402,F401
+from asgi_fixtures import (  # noqa: E402
+    Endpoint, call, http_scope, running, serving, ws_scope,
+)
+from redis_fixtures import (  # noqa: E402,F401
+    async_token_bucket, own_server, prefix, redis_server,
+)
 
 import fastcore  # noqa: E402
 from fastcore import (  # noqa: E402
-    CostExceedsBurst, CostExceedsLimit, InvalidCost, KeyedTokenBucket, ManualClock,
-    SlidingWindow, SlidingWindowCounter, TokenBucket,
+    CostExceedsBurst, CostExceedsLimit, Decision, DegradedDecision, InvalidCost,
+    KeyedTokenBucket, ManualClock, SlidingWindow, SlidingWindowCounter, TokenBucket,
 )
 from fastcore.asgi import (  # noqa: E402
+    COST_EXCEEDS_QUOTA, INVALID_COST, INVALID_KEY, QUOTA_EXCEEDED, TEMPORARY_REDUCED_CAPACITY,
     RateLimitMiddleware, bounded_key, client_host, header_key,
 )
 
@@ -521,6 +528,96 @@ def key_identity(raw):
         return raw.decode("latin-1")
 
 
+def test_invalid_key_from_a_custom_key_function_is_a_400(redis_server, prefix):
+    # A key function of the application's own that returns what the Redis limiter refuses
+    # (InvalidKey: too long, not UTF-8 text): 400 with its own problem type, nothing stored.
+    def tenant(scope):
+        for name, value in scope["headers"]:
+            if name == b"x-tenant":
+                return value.decode("utf-8", "surrogateescape")
+        return "none"
+
+    async def scenario():
+        app = Endpoint()
+        async with async_token_bucket(redis_server, 0.001, 5, prefix=prefix) as limiter:
+            middleware = RateLimitMiddleware(app, limiter, key=tenant)
+            async with serving(middleware) as http:
+                responses = [await http.get("/", headers={"x-tenant": value})
+                             for value in ("t" * 2000, b"\xff\xfe", "ok")]
+            with redis_server.client() as client:
+                stored = client.keys(prefix + "*")
+        return responses, stored, app.served
+
+    responses, stored, served = asyncio.run(scenario())
+    assert [r.status_code for r in responses] == [400, 400, 200] and served == 1
+    for response in responses[:2]:
+        problem = response.json()
+        assert problem["type"] == INVALID_KEY and problem["status"] == 400
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "retry-after" not in response.headers and "ratelimit" not in response.headers
+        assert "t" * 50 not in response.text
+    assert stored == [f"{prefix}tb:{{ok}}".encode()]
+
+
+# -- costs -------------------------------------------------------------------------------------
+
+
+def test_cost_errors_from_a_cost_function_are_4xx(clock):
+    # Cost from a client-chosen header: above the burst is 413 (it can never be admitted,
+    # so no Retry-After), negative / NaN / infinite is 400; neither reaches the app or
+    # touches the bucket. A cost that is not a number is the cost function's bug: 500.
+    def cost(scope):
+        for name, value in scope["headers"]:
+            if name == b"x-cost":
+                return float(value)
+        return 1
+
+    for limiter in (KeyedTokenBucket(1, 3, clock=clock), SlidingWindowCounter(3, 3.0, clock=clock)):
+        app = Endpoint()
+        with running(RateLimitMiddleware(app, limiter, cost=cost, policy="api")) as client:
+            big = client.get("/", headers={"x-cost": "3.5"})
+            bad = [client.get("/", headers={"x-cost": v}) for v in ("-1", "nan", "inf")]
+            head = client.head("/", headers={"x-cost": "4"})
+            ok = client.get("/", headers={"x-cost": "3"})
+        assert big.status_code == 413 and "retry-after" not in big.headers
+        assert big.json() == {
+            "type": COST_EXCEEDS_QUOTA, "title": "Content Too Large", "status": 413,
+            "detail": "this request costs more than the whole quota of the policy (q=3), so "
+                      "it can never be admitted: send smaller requests",
+            "violated-policies": ["api"]}
+        assert big.headers["ratelimit-policy"].startswith('"api";q=3;w=3')
+        assert "ratelimit" not in big.headers
+        assert [r.status_code for r in bad] == [400, 400, 400]
+        assert all(r.json()["type"] == INVALID_COST for r in bad)
+        assert head.status_code == 413 and head.content == b""
+        assert ok.status_code == 200 and rate(ok).startswith('"api";r=0;')
+        assert app.served == 1
+
+    def text_cost(scope):
+        return "2"
+
+    middleware = RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 3, clock=clock),
+                                     cost=text_cost)
+    with pytest.raises(TypeError, match=r"RateLimitMiddleware: cost must be a number, got str"):
+        asyncio.run(call(middleware, http_scope()))
+
+
+def test_cost_errors_through_the_redis_limiter(redis_server, prefix):
+    def cost(scope):
+        return float(dict(scope["headers"]).get(b"x-cost", b"1"))
+
+    async def scenario():
+        app = Endpoint()
+        async with async_token_bucket(redis_server, 1, 2, prefix=prefix) as limiter:
+            middleware = RateLimitMiddleware(app, limiter, cost=cost)
+            async with serving(middleware) as http:
+                statuses = [(await http.get("/", headers={"x-cost": v})).status_code
+                            for v in ("2.5", "-1", "nan", "2")]
+        return statuses, app.served
+
+    assert asyncio.run(scenario()) == ([413, 400, 400, 200], 1)
+
+
 @pytest.mark.parametrize("cost, error", [
     (-1, InvalidCost), (float("nan"), InvalidCost), (float("inf"), InvalidCost),
     (3, CostExceedsBurst), ("1", TypeError), (True, TypeError), (None, TypeError),
@@ -534,3 +631,145 @@ def test_a_constant_cost_is_checked_at_construction(clock, cost, error):
         with pytest.raises(CostExceedsLimit, match="cost"):
             RateLimitMiddleware(Endpoint(), SlidingWindow(2, 1.0, clock=clock), cost=cost)
     RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 2, clock=clock), cost=2)   # fits
+
+
+# -- a failing Redis: 503, never a quota denial ---------------------------------------------
+
+
+def outage_limiter(server, clock, mode, **options):
+    fallback = KeyedTokenBucket(1, 2, clock=clock) if mode == "fallback" else None
+    # A killed server refuses at once: the generous timeout only keeps a loaded machine
+    # from failing the decisions made while the server is up.
+    return async_token_bucket(server, 1, 5, on_error=mode, fallback=fallback, clock=clock,
+                              error_retry_after=2.5, breaker_threshold=2,
+                              breaker_cooldown=5.0, timeout=1.0, **options)
+
+
+def test_fail_closed_outage_is_a_503_not_a_429(own_server):
+    async def scenario():
+        clock = ManualClock(1000.0)
+        app = Endpoint()
+        async with outage_limiter(own_server, clock, "fail_closed") as limiter:
+            async with serving(RateLimitMiddleware(app, limiter, policy="api")) as http:
+                up = await http.get("/")
+                own_server.kill()
+                down = [await http.get("/") for _ in range(3)]      # 2 errors open the breaker
+                status = limiter.status()
+                own_server.start()                      # the append-only file keeps the bucket
+                clock.advance(5.0)                      # cooled down: one probe, which succeeds
+                back = await http.get("/")
+        return up, down, status, back, app.served
+
+    up, down, status, back, served = asyncio.run(scenario())
+    assert up.status_code == 200 and rate(up) == '"api";r=4;t=1'
+    for response in down:
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "3"             # error_retry_after, rounded up
+        assert "ratelimit" not in response.headers and "ratelimit-policy" not in response.headers
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["type"] == TEMPORARY_REDUCED_CAPACITY and problem["status"] == 503
+        assert "violated-policies" not in problem
+    assert status["errors"] == 2 and status["breaker"] == "open"
+    assert status["degraded_decisions"] == 3
+    # Back on Redis: 5 s refilled the one token taken before the outage.
+    assert back.status_code == 200 and rate(back) == '"api";r=4;t=1'
+    assert served == 2
+
+
+def test_a_hung_server_is_a_503(own_server):
+    # SIGSTOP: the server accepts connections and never answers; the decision's deadline
+    # (timeout) expires and fail_closed denies: a backend failure, not a quota denial.
+    async def scenario():
+        app = Endpoint()
+        async with async_token_bucket(own_server, 100, 100, timeout=0.5) as limiter:
+            async with serving(RateLimitMiddleware(app, limiter)) as http:
+                assert (await http.get("/")).status_code == 200
+                own_server.pause()
+                try:
+                    hung = await http.get("/")
+                finally:
+                    own_server.resume()
+            return hung, limiter.status(), app.served
+
+    hung, status, served = asyncio.run(scenario())
+    assert hung.status_code == 503 and hung.headers["retry-after"] == "1"
+    assert "ratelimit" not in hung.headers
+    assert status["errors"] == 1 and "Timeout" in status["last_error"]
+    assert served == 1
+
+
+def test_fail_open_outage_sends_no_rate_limit_fields(own_server):
+    async def scenario():
+        clock = ManualClock(1000.0)
+        app = Endpoint()
+        async with outage_limiter(own_server, clock, "fail_open") as limiter:
+            async with serving(RateLimitMiddleware(app, limiter)) as http:
+                up = await http.get("/")
+                own_server.kill()
+                down = [await http.get("/") for _ in range(8)]     # more than the burst of 5
+        return up, down, app.served
+
+    up, down, served = asyncio.run(scenario())
+    assert rate(up) == '"default";r=4;t=1' and "ratelimit-policy" in up.headers
+    assert [r.status_code for r in down] == [200] * 8 and served == 9
+    assert not any("ratelimit" in r.headers or "ratelimit-policy" in r.headers for r in down)
+
+
+def test_fallback_outage_denies_as_a_quota_without_redis_fields(own_server):
+    async def scenario():
+        clock = ManualClock(1000.0)
+        async with outage_limiter(own_server, clock, "fallback") as limiter:
+            async with serving(RateLimitMiddleware(Endpoint(), limiter)) as http:
+                own_server.kill()
+                return [await http.get("/") for _ in range(3)]
+
+    first, second, third = asyncio.run(scenario())
+    # The fallback's own budget (burst 2): admitted twice, then a real quota denial with its
+    # Retry-After, but no RateLimit fields: Redis's advertised policy is not what decided.
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+    assert third.headers["retry-after"] == "1"
+    assert third.json()["type"] == QUOTA_EXCEEDED
+    assert not any(h in r.headers for r in (first, second, third)
+                   for h in ("ratelimit", "ratelimit-policy"))
+
+
+def test_the_redis_limiters_mark_what_redis_did_not_decide(own_server):
+    async def scenario():
+        clock = ManualClock(1000.0)
+        answers = {}
+        for mode in ("fail_closed", "fail_open", "fallback"):
+            if own_server.process.poll() is not None:       # killed by the previous mode
+                own_server.start()
+            async with outage_limiter(own_server, clock, mode, prefix=f"{mode}:") as limiter:
+                real = [await limiter.acquire("k", 5), await limiter.acquire("k")]
+                own_server.kill()
+                answers[mode] = real + [await limiter.acquire("k"), await limiter.peek("k")]
+        return answers
+
+    answers = asyncio.run(scenario())
+    for mode, (admitted, denied, degraded, peeked) in answers.items():
+        # Redis's own answers are plain Decisions, a real denial included.
+        assert type(admitted) is Decision and admitted.allowed
+        assert type(denied) is Decision and not denied.allowed and denied.retry_after == 1.0
+        for answer in (degraded, peeked):
+            assert isinstance(answer, DegradedDecision) and answer.on_error == mode
+    assert answers["fail_closed"][2] == Decision(False, 0, 2_500_000_000, 0)
+    assert answers["fail_open"][2] == Decision(True, 0, 0, 0)
+    assert answers["fallback"][2] == Decision(True, 1, 0, 1_000_000_000)   # the local bucket
+
+
+# -- WebSockets --------------------------------------------------------------------------
+
+
+def test_backend_failure_closes_a_websocket_with_try_again_later(clock):
+    class Down:
+        async def acquire(self, key, cost):
+            return DegradedDecision(False, 0, 1_000_000_000, 0, "fail_closed")
+
+    middleware = RateLimitMiddleware(Endpoint(), Down())
+    assert asyncio.run(call(middleware, ws_scope(), CONNECT)) == [
+        {"type": "websocket.close", "code": 1013, "reason": "rate limiter unavailable"}]
+    denied = asyncio.run(call(middleware, ws_scope({"websocket.http.response": {}}), CONNECT))
+    assert denied[0]["status"] == 503
+
