@@ -3,7 +3,7 @@
 Operations:
 
 - ``RateLimitMiddleware(app, limiter, *, key=client_host, cost=1, exempt=(),
-  policy="default", headers=True)``: an ASGI application that takes ``cost``
+  policy="default", headers=True, on_deny=None)``: an ASGI application that takes ``cost``
   from ``key``'s budget before each HTTP request or WebSocket handshake reaches ``app``.
 - ``client_host(scope)``: the default key, the client's address as the server reports it.
 - ``header_key(name, *, fallback=client_host)``: a key function reading a request header
@@ -11,6 +11,7 @@ Operations:
 - ``bounded_key(namespace, value)``: ``"<namespace>:<value>"`` for short printable values,
   ``"<namespace>:sha256:<hex>"`` for any other, so keys built from client input stay small
   and valid for every limiter.
+- ``Denial``: what ``on_deny`` receives to build its own response.
 
 Decisions (the README's "ASGI middleware and decorators" section says the same for users):
 
@@ -25,7 +26,7 @@ Decisions (the README's "ASGI middleware and decorators" section says the same f
   server offers the ASGI ``websocket.http.response`` extension (uvicorn does), else a
   ``websocket.close`` before accepting (1008, or 1013 "try again later" for a backend
   failure), which the server turns into a 403.
-- What the middleware answers itself, never calling ``app`` (by reason):
+- What the middleware answers itself, never calling ``app`` (``reason`` in ``Denial``):
 
   * ``quota_exceeded``: 429 Too Many Requests, ``Retry-After`` in whole seconds rounded up
     from the limiter's exact ``retry_after`` (RFC 9110 delay-seconds: rounding down would
@@ -49,7 +50,7 @@ Decisions (the README's "ASGI middleware and decorators" section says the same f
 
   The problem types of the last three are ``tag:`` URIs of this package (RFC 4151; RFC 9457
   allows non-dereferenceable types): ``COST_EXCEEDS_QUOTA``, ``INVALID_COST``,
-  ``INVALID_KEY``.
+  ``INVALID_KEY``; ``on_deny`` can replace every response.
 - Rate-limit headers follow draft-ietf-httpapi-ratelimit-headers-11, on admitted and denied
   responses alike: ``RateLimit-Policy: "<policy>";q=<quota>;w=<window s>`` (the burst and
   the seconds an empty bucket takes to refill, or a window limiter's limit and window) and
@@ -84,6 +85,7 @@ Decisions (the README's "ASGI middleware and decorators" section says the same f
 """
 
 import hashlib
+import inspect
 import json
 import math
 import re
@@ -94,7 +96,7 @@ from fastcore.ratelimit import (
     DegradedDecision, cost_is_callable, limiter_acquire, refused_argument,
 )
 
-__all__ = ["RateLimitMiddleware", "client_host", "header_key", "bounded_key",
+__all__ = ["RateLimitMiddleware", "Denial", "client_host", "header_key", "bounded_key",
            "QUOTA_EXCEEDED", "TEMPORARY_REDUCED_CAPACITY", "COST_EXCEEDS_QUOTA",
            "INVALID_COST", "INVALID_KEY", "MAX_VERBATIM_BYTES"]
 
@@ -256,11 +258,16 @@ def _quota_window(limiter):
 
 
 class Denial:
-    """A response the middleware answers instead of calling the app: ``reason``
-    (``"quota_exceeded"``, ``"backend_unavailable"``, ``"cost_exceeds_quota"``,
-    ``"invalid_cost"``, ``"invalid_key"``), ``status``, ``headers`` (``(bytes, bytes)``
-    pairs, ``content-length`` excluded), ``body``, ``retry_after`` (whole seconds or None),
-    the limiter's ``decision`` or ``error``, and the ``policy`` name."""
+    """A response the middleware answers instead of calling the app; what ``on_deny`` gets.
+
+    ``reason``: ``"quota_exceeded"`` (429), ``"backend_unavailable"`` (503: the limiter's
+    backend failed and ``on_error="fail_closed"`` denied), ``"cost_exceeds_quota"`` (413),
+    ``"invalid_cost"`` or ``"invalid_key"`` (400). ``status``, ``headers`` (a list of
+    ``(bytes, bytes)`` pairs, ``content-length`` excluded) and ``body`` (bytes): the default
+    response. ``retry_after``: whole seconds in ``Retry-After``, or None. ``decision``: the
+    limiter's ``Decision`` (None for invalid input). ``error``: the limiter's exception for
+    invalid input, else None (its message never quotes the key). ``policy``: the policy name.
+    """
 
     __slots__ = ("reason", "status", "headers", "body", "retry_after", "decision", "error",
                  "policy")
@@ -287,6 +294,41 @@ def _problem(type_, title, status, detail, policy=None):
     return json.dumps(problem).encode("ascii")
 
 
+def _header_bytes(text, what):
+    if isinstance(text, bytes):
+        return text
+    if isinstance(text, str):
+        return text.encode("latin-1")
+    raise TypeError(f"on_deny returned a header {what} of type {type(text).__name__}: "
+                    f"use str or bytes")
+
+
+def _custom_response(result):
+    """``(status, headers, body)`` from ``on_deny``, checked; TypeError/ValueError naming
+    what is wrong (the hook is application code: its bugs are 500s, like the key function's)."""
+    if not isinstance(result, tuple) or len(result) != 3:
+        raise TypeError(f"on_deny must return None or a (status, headers, body) tuple, got "
+                        f"{type(result).__name__}")
+    status, headers, body = result
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+        raise ValueError(f"on_deny returned status {status!r}: a denial must be an int "
+                         f"4xx or 5xx status")
+    pairs = []
+    for pair in headers:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"on_deny returned a header that is not a (name, value) pair: "
+                            f"{type(pair).__name__}")
+        name = _header_bytes(pair[0], "name").lower()
+        if name != b"content-length":       # the middleware counts the body itself
+            pairs.append((name, _header_bytes(pair[1], "value")))
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    elif not isinstance(body, (bytes, bytearray)):
+        raise TypeError(f"on_deny returned a body of type {type(body).__name__}: use bytes "
+                        f"or str")
+    return status, pairs, bytes(body)
+
+
 class RateLimitMiddleware:
     """ASGI middleware: admit each HTTP request and WebSocket handshake through ``limiter``.
 
@@ -299,7 +341,12 @@ class RateLimitMiddleware:
     ``exempt``: paths (exact ``scope["path"]`` matches) never limited, e.g. health checks.
     ``policy``: the policy name in the rate-limit headers. ``headers``: False sends only
     ``Retry-After`` on denials (no RateLimit fields, for services that keep their quotas
-    private). Raises ``TypeError`` for a sync Redis limiter (it would block the event
+    private). ``on_deny``: ``callable(scope, denial) -> None | (status, headers, body)``, or
+    an ``async def``: called for every response the middleware answers itself (a
+    ``Denial``: quota, backend failure, invalid input); None keeps the default response,
+    a tuple replaces it (status 400-599; headers as ``(name, value)`` str or bytes pairs;
+    body bytes or str; ``content-length`` is set by the middleware, and a HEAD response
+    has no body). Raises ``TypeError`` for a sync Redis limiter (it would block the event
     loop) or a bad argument. Statuses, headers and errors: see the module docstring.
 
     Example::
@@ -310,13 +357,16 @@ class RateLimitMiddleware:
     """
 
     def __init__(self, app, limiter, *, key=client_host, cost=1, exempt=(), policy="default",
-                 headers=True):
+                 headers=True, on_deny=None):
         if not callable(app):
             raise TypeError(f"app must be an ASGI application, got {app!r}")
         if not callable(key):
             raise TypeError(f"key must be a callable(scope), got {key!r}")
         if isinstance(exempt, str):
             raise TypeError("exempt must be a collection of paths, not one string")
+        if on_deny is not None and not callable(on_deny):
+            raise TypeError(f"on_deny must be a callable(scope, denial) or None, got "
+                            f"{on_deny!r}")
         self._acquire, self._awaits = limiter_acquire(limiter, event_loop=True)
         self._cost_is_callable = cost_is_callable(cost, limiter)
         self.app = app
@@ -324,6 +374,7 @@ class RateLimitMiddleware:
         self.key = key
         self.cost = cost
         self.exempt = frozenset(exempt)
+        self.on_deny = on_deny
         self._policy = _sf_string(policy).encode("ascii")
         self._policy_name = policy
         self._headers = bool(headers)
@@ -431,6 +482,12 @@ class RateLimitMiddleware:
 
     async def _deny(self, scope, receive, send, denial):
         status, headers, body = denial.status, denial.headers, denial.body
+        if self.on_deny is not None:
+            custom = self.on_deny(scope, denial)
+            if inspect.isawaitable(custom):
+                custom = await custom
+            if custom is not None:
+                status, headers, body = _custom_response(custom)
         headers = [*headers, (b"content-length", b"%d" % len(body))]
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": status, "headers": headers})

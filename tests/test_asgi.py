@@ -6,6 +6,7 @@ call the middleware with fake receive/send."""
 
 import asyncio
 import hashlib
+import json
 import math
 import socket
 import sys
@@ -759,7 +760,89 @@ def test_the_redis_limiters_mark_what_redis_did_not_decide(own_server):
     assert answers["fallback"][2] == Decision(True, 1, 0, 1_000_000_000)   # the local bucket
 
 
-# -- WebSockets --------------------------------------------------------------------------
+# -- on_deny: the application's own denial responses ---------------------------------------
+
+
+def test_on_deny_replaces_quota_and_backend_responses(own_server):
+    seen = []
+
+    def on_deny(scope, denial):
+        seen.append((scope["path"], denial.reason, denial.status, denial.retry_after,
+                     type(denial.decision).__name__))
+        if denial.reason == "quota_exceeded":
+            return (429, [("Retry-After", str(denial.retry_after)), ("X-Quota", "tenant")],
+                    {"error": "slow down"}.__repr__())
+        if denial.reason == "backend_unavailable":
+            return 503, [(b"retry-after", b"30"), (b"content-length", b"999")], b"try later"
+        return None
+
+    async def scenario():
+        clock = ManualClock(1000.0)
+        async with outage_limiter(own_server, clock, "fail_closed") as limiter:
+            middleware = RateLimitMiddleware(Endpoint(), limiter, on_deny=on_deny,
+                                             cost=lambda scope: 5 if scope["path"] == "/big"
+                                             else (9 if scope["path"] == "/huge" else 1))
+            async with serving(middleware) as http:
+                admitted = await http.get("/big")
+                quota = await http.get("/q")
+                huge = await http.get("/huge")            # 413: on_deny keeps the default
+                own_server.kill()
+                backend = await http.get("/b")
+        return admitted, quota, huge, backend
+
+    admitted, quota, huge, backend = asyncio.run(scenario())
+    assert admitted.status_code == 200
+    assert quota.status_code == 429 and quota.text == "{'error': 'slow down'}"
+    assert quota.headers["retry-after"] == "1" and quota.headers["x-quota"] == "tenant"
+    assert "content-type" not in quota.headers and "ratelimit" not in quota.headers
+    assert huge.status_code == 413 and huge.json()["type"] == COST_EXCEEDS_QUOTA
+    assert backend.status_code == 503 and backend.content == b"try later"
+    assert backend.headers["content-length"] == "9" and backend.headers["retry-after"] == "30"
+    assert seen == [("/q", "quota_exceeded", 429, 1, "Decision"),
+                    ("/huge", "cost_exceeds_quota", 413, None, "NoneType"),
+                    ("/b", "backend_unavailable", 503, 3, "DegradedDecision")]
+
+
+def test_on_deny_async_hook_and_websocket(clock):
+    async def on_deny(scope, denial):
+        await asyncio.sleep(0)
+        assert denial.headers[0] == (b"retry-after", b"1")
+        assert json.loads(denial.body)["type"] == QUOTA_EXCEEDED
+        return 429, [("x-denied", scope["type"])], "no"
+
+    middleware = RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 1, clock=clock),
+                                     on_deny=on_deny)
+    assert asyncio.run(call(middleware, http_scope()))[0]["status"] == 200
+    http = asyncio.run(call(middleware, http_scope()))
+    assert http[0] == {"type": "http.response.start", "status": 429,
+                       "headers": [(b"x-denied", b"http"), (b"content-length", b"2")]}
+    assert http[1]["body"] == b"no"
+    head = asyncio.run(call(middleware, http_scope(method="HEAD")))
+    assert head[1]["body"] == b"" and (b"content-length", b"2") in head[0]["headers"]
+    ws = asyncio.run(call(middleware, ws_scope({"websocket.http.response": {}}), CONNECT))
+    assert ws[0]["status"] == 429 and (b"x-denied", b"websocket") in ws[0]["headers"]
+    assert ws[1]["body"] == b"no"
+
+
+@pytest.mark.parametrize("result, error, match", [
+    ((200, [], b""), ValueError, "status 200"),
+    ((True, [], b""), ValueError, "status True"),
+    ((429, [], None), TypeError, "body of type NoneType"),
+    ((429, [("a",)], b""), TypeError, "not a .name, value. pair"),
+    ((429, [(1, b"v")], b""), TypeError, "header name of type int"),
+    ((429, [("a", 2)], b""), TypeError, "header value of type int"),
+    ([429, [], b""], TypeError, "got list"),
+    ((429, []), TypeError, "got tuple"),
+])
+def test_on_deny_bad_results_raise_naming_the_hook(clock, result, error, match):
+    middleware = RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 1, clock=clock),
+                                     on_deny=lambda scope, denial: result)
+    asyncio.run(call(middleware, http_scope()))
+    with pytest.raises(error, match=match) as caught:
+        asyncio.run(call(middleware, http_scope()))
+    assert "on_deny" in str(caught.value)
+    with pytest.raises(TypeError, match="on_deny"):
+        RateLimitMiddleware(Endpoint(), KeyedTokenBucket(1, 1), on_deny="json")
 
 
 def test_backend_failure_closes_a_websocket_with_try_again_later(clock):
