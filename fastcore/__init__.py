@@ -27,7 +27,7 @@ from fastcore._core.ttlcache import TTLCache
 from fastcore._core.window import SlidingWindow, SlidingWindowCounter
 from fastcore._units import Rate, parse_many, parse_rate
 from fastcore.freshness import Freshness
-from fastcore.ratelimit import rate_limited
+from fastcore.ratelimit import DegradedDecision, rate_limited
 from fastcore.semantic import CacheState, Intent, Loaded, LoadResult, Lookup, SemanticCache
 from fastcore.errors import (
     BackendError,
@@ -39,6 +39,7 @@ from fastcore.errors import (
     HistogramValueError,
     InvalidCost,
     InvalidFreshness,
+    InvalidKey,
     InvalidRate,
     LoadTimeout,
     RateLimitExceeded,
@@ -62,6 +63,7 @@ __all__ = [
     "SlidingWindowCounter",
     "SlidingWindow",
     "Decision",
+    "DegradedDecision",
     "CoarseClock",
     "ManualClock",
     "MonotonicClock",
@@ -75,6 +77,7 @@ __all__ = [
     "InvalidCost",
     "CostExceedsBurst",
     "CostExceedsLimit",
+    "InvalidKey",
     "RateLimitExceeded",
     "rate_limited",
     "BackendError",

@@ -11,6 +11,7 @@ __all__ = [
     "InvalidCost",
     "CostExceedsBurst",
     "CostExceedsLimit",
+    "InvalidKey",
     "RateLimitExceeded",
     "BackendError",
     "HistogramValueError",
@@ -41,6 +42,11 @@ class CostExceedsBurst(FastcoreError, ValueError):
 
 class CostExceedsLimit(FastcoreError, ValueError):
     """A sliding-window cost above the limit: it could never be admitted."""
+
+
+class InvalidKey(FastcoreError, ValueError):
+    """A limiter key that is too long or not valid UTF-8 text (the Redis limiters refuse
+    such keys; ``fastcore.asgi``'s key functions never produce one)."""
 
 
 class RateLimitExceeded(FastcoreError):

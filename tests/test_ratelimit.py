@@ -3,6 +3,7 @@ ManualClock; the asyncio Redis limiter against a real redis-server."""
 
 import asyncio
 import inspect
+import pickle
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from redis_fixtures import async_token_bucket, prefix, redis_server  # noqa: E40
 
 import fastcore  # noqa: E402
 from fastcore import (  # noqa: E402
-    KeyedTokenBucket, ManualClock, RateLimitExceeded, SlidingWindow, TokenBucket, rate_limited,
+    Decision, DegradedDecision, KeyedTokenBucket, ManualClock, RateLimitExceeded, SlidingWindow,
+    TokenBucket, rate_limited,
 )
 
 
@@ -139,15 +141,31 @@ def test_limiter_errors_propagate(clock):
     def take(item):
         return item
 
-    with pytest.raises(TypeError, match="unhashable"):
+    with pytest.raises(TypeError, match="unhashable") as caught:
         take(["list"])
+    assert "rate_limited(test_limiter_errors_propagate.<locals>.take): the limiter refused " \
+        "the key (list)" in str(caught.value)
 
-    @rate_limited(limiter, cost=3)
-    def too_big():
+    @rate_limited(limiter, key="k", cost=lambda text: text)
+    def priced(text):
+        return text
+
+    with pytest.raises(TypeError, match=r"rate_limited\(.*priced\): cost must be a number, "
+                                        r"got str"):
+        priced("2")
+    with pytest.raises(fastcore.InvalidCost, match="cost"):
+        priced(-1.0)
+
+    # A constant cost above the burst could never be admitted: refused when decorating.
+    with pytest.raises(fastcore.CostExceedsBurst, match="cost 3"):
+        rate_limited(limiter, cost=3)
+
+    @rate_limited(limiter, key="k", cost=lambda size: size)
+    def too_big(size):
         return None
 
     with pytest.raises(fastcore.CostExceedsBurst):
-        too_big()
+        too_big(3)
     assert len(limiter) == 0
 
 
@@ -198,3 +216,36 @@ def test_async_redis_limiter_on_async_function(redis_server, prefix):
             async def on_loop():
                 return None
         sync_limiter.close()
+
+
+def test_async_redis_limiter_errors_name_the_argument(redis_server, prefix):
+    async def scenario():
+        async with async_token_bucket(redis_server, 1, 2, prefix=prefix) as limiter:
+            @rate_limited(limiter, key=lambda agent, cost: agent, cost=lambda agent, cost: cost)
+            async def run(agent, cost):
+                return agent
+
+            with pytest.raises(TypeError, match=r"cost must be a number, got str"):
+                await run("a", "2")
+            with pytest.raises(TypeError, match=r"refused the key \(int\)"):
+                await run(7, 1)
+            with pytest.raises(fastcore.CostExceedsBurst, match="cost 3.0 exceeds"):
+                await run("a", 3)
+            assert await run("a", 1) == "a"
+            with pytest.raises(fastcore.CostExceedsBurst, match="cost"):
+                rate_limited(limiter, cost=3)
+
+    asyncio.run(scenario())
+
+
+def test_degraded_decision_contract():
+    d = DegradedDecision(False, 0, 2_500_000_000, 0, "fail_closed")
+    assert not d and d.retry_after == 2.5 and d.on_error == "fail_closed"
+    assert d == Decision(False, 0, 2_500_000_000, 0) and isinstance(d, Decision)
+    assert repr(d) == ("DegradedDecision(allowed=False, remaining=0, retry_after=2.5, "
+                       "reset_after=0.0, on_error='fail_closed')")
+    again = pickle.loads(pickle.dumps(d))
+    assert type(again) is DegradedDecision and again.on_error == "fail_closed" and again == d
+    for bad in ("closed", None, 1):
+        with pytest.raises(ValueError, match="on_error"):
+            DegradedDecision(True, 0, 0, 0, bad)

@@ -17,7 +17,8 @@ from redis_fixtures import own_server, prefix, redis_server  # noqa: E402,F401,F
 redis = pytest.importorskip("redis")
 
 from fastcore import (  # noqa: E402
-    CostExceedsBurst, Decision, InvalidCost, InvalidRate, KeyedTokenBucket, ManualClock,
+    CostExceedsBurst, Decision, DegradedDecision, InvalidCost, InvalidRate, KeyedTokenBucket,
+    ManualClock,
 )
 from fastcore.redis import InvalidKey, RedisSlidingWindow, RedisTokenBucket  # noqa: E402
 
@@ -110,8 +111,9 @@ def test_bad_input_raises_and_sends_nothing(client, prefix):
         limiter.acquire_many(["ok", ("tuple",)])
     with pytest.raises(InvalidKey):
         limiter.acquire("x" * 1025)
-    with pytest.raises(InvalidKey):
-        limiter.acquire("\ud800")
+    with pytest.raises(InvalidKey, match="not valid UTF-8") as caught:
+        limiter.acquire("secret-api-key-\ud800")
+    assert "secret" not in str(caught.value)            # keys may be secrets: never quoted
     with pytest.raises(ValueError):
         limiter.acquire_many(["a", "b"], [1])
     after = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
@@ -236,6 +238,9 @@ def test_kill_and_restart(own_server, mode):
         assert answers[0] == Decision(True, 0, 0, 0) and all(answers)
     else:   # the fallback's own quota of 3 for "k", then denials; "j" is a new key
         assert [bool(a) for a in answers] == [True] * 3 + [False] * 7 + [False, True]
+    # What Redis did not decide is marked, so a caller can tell an outage from a quota.
+    for answer in answers[:5]:
+        assert isinstance(answer, DegradedDecision) and answer.on_error == mode
     own_server.start()                   # the append-only file restores the bucket
     clock.advance(4.0)
     assert limiter.status()["breaker"] == "open"       # still cooling down
@@ -430,3 +435,30 @@ def test_reset_raises_backend_error_when_redis_is_down(own_server):
     own_server.kill()
     with pytest.raises(BackendError):
         limiter.reset("k")
+
+
+def test_errors_name_the_argument(client, prefix):
+    limiter = bucket(client, 5, 5, prefix)
+    window = RedisSlidingWindow(client, 5, 1.0, prefix=prefix)
+    for subject in (limiter, window):
+        with pytest.raises(TypeError, match=r"^cost must be a number, got '2'"):
+            subject.acquire("k", cost="2")
+        with pytest.raises(TypeError, match="^key must be str or bytes"):
+            subject.peek(12)
+        with pytest.raises(TypeError, match="^keys must be an iterable"):
+            subject.acquire_many(5)
+        with pytest.raises(TypeError, match="^keys must be a sequence of keys, not one str"):
+            subject.acquire_many("abc")
+        with pytest.raises(TypeError, match=r"^keys\[1\]: key must be str or bytes"):
+            subject.acquire_many(["ok", 3])
+        with pytest.raises(InvalidKey, match=r"^keys\[2\]: key of 1025 bytes"):
+            subject.acquire_many(["a", "b", "x" * 1025])
+        with pytest.raises(ValueError, match="^costs must be None or a sequence of numbers"):
+            subject.acquire_many(["a"], ["two"])
+        with pytest.raises(TypeError, match="^costs must be None or a sequence of numbers"):
+            subject.acquire_many(["a"], [object()])
+        with pytest.raises(InvalidCost, match=r"^costs\[1\]: cost must be finite"):
+            subject.acquire_many(["a", "b"], [1, -1])
+        with pytest.raises(ValueError, match=r"^costs\[0\]: cost 6.0 exceeds"):
+            subject.acquire_many(["a", "b"], [6, 1])
+    assert not client.keys(prefix + "*")          # nothing was sent

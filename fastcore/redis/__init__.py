@@ -24,13 +24,14 @@ from redis.retry import Retry
 
 from fastcore._core.decision import Decision
 from fastcore.errors import BackendError
+from fastcore.ratelimit import DegradedDecision
 from fastcore.redis._window import WINDOW_LUA, WINDOW_SHA, WindowBase
 from fastcore.redis._common import (
     ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, RespPacker, TokenBucketBase,
-    own_connection_kwargs,
+    key_list, own_connection_kwargs,
 )
 
-__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey"]
+__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey", "DegradedDecision"]
 
 # What a failing Redis raises: redis-py's errors, and socket errors it lets through.
 ERRORS = (RedisError, OSError)
@@ -195,7 +196,9 @@ class RedisTokenBucket(TokenBucketBase):
     ``"fail_closed"`` (deny; ``retry_after = error_retry_after`` seconds), ``"fail_open"``
     (admit) or ``"fallback"`` (ask ``fallback``, a local limiter such as a
     ``KeyedTokenBucket`` holding this process's share of the quota). ``try_acquire`` and
-    ``acquire`` never raise for a Redis failure.
+    ``acquire`` never raise for a Redis failure; ``acquire`` and ``peek`` return those
+    answers as a ``DegradedDecision`` (``on_error`` names the mode), Redis's own as a plain
+    ``Decision``, so callers can tell an outage from a quota denial.
     ``timeout``: seconds for each connect and read (standalone clients; see the module doc).
     ``breaker_threshold`` consecutive failures open the breaker; after ``breaker_cooldown``
     seconds one decision probes Redis again. ``status()`` reports both.
@@ -277,7 +280,7 @@ class RedisTokenBucket(TokenBucketBase):
         Entries paid from a lease need no round trip. Bad keys or costs raise before
         anything is sent; Redis failures give the ``on_error`` answers.
         """
-        keys = list(keys)
+        keys = key_list(keys)
         names, increments, cost_list = self.batch(keys, costs, self.increment_ns)
         n = len(keys)
         allowed = np.zeros(n, dtype=np.bool_)
@@ -427,7 +430,7 @@ class RedisSlidingWindow(WindowBase):
         """Decide a batch, pipelined in one round trip; a numpy bool array, one per key
         (``(allowed, retry_after)`` with ``with_retry_after=True``). Entries paid from a
         lease need no round trip."""
-        keys = list(keys)
+        keys = key_list(keys)
         names, units, cost_list = self.batch(keys, costs, self.units)
         allowed = np.zeros(len(keys), dtype=np.bool_)
         retry = np.zeros(len(keys), dtype=np.float64)

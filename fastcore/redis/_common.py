@@ -27,7 +27,8 @@ import numpy as np
 from fastcore._core.clock import Clock, monotonic_ns
 from fastcore._core.decision import Decision
 from fastcore._units import gcra_params, seconds_to_ns
-from fastcore.errors import CostExceedsBurst, FastcoreError, InvalidCost, InvalidRate
+from fastcore.errors import CostExceedsBurst, InvalidCost, InvalidKey, InvalidRate
+from fastcore.ratelimit import DegradedDecision
 
 __all__ = ["InvalidKey", "LUA_DIV", "GCRA_LUA", "GCRA_SHA", "GCRA_BATCH_LUA", "GCRA_BATCH_SHA"]
 
@@ -169,30 +170,52 @@ BREAKER_STATES = ("closed", "open", "half_open")
 ON_ERROR_MODES = ("fail_closed", "fail_open", "fallback")
 
 
-class InvalidKey(FastcoreError, ValueError):
-    """A Redis limiter key that is too long or not valid UTF-8 text."""
-
-
 def escape_key(key) -> bytes:
     """A user key as the hash tag of its Redis key: ``%``, ``{``, ``}`` percent-escaped.
 
     The escaping is injective, so distinct keys never share a bucket, and no key can end
     the hash tag early, so everything a limiter stores for one key lives in one cluster
-    slot. The empty key becomes ``%`` (no other key escapes to a lone ``%``).
+    slot. The empty key becomes ``%`` (no other key escapes to a lone ``%``). Error
+    messages never quote the key: keys are often API keys, and errors reach logs.
     """
     if isinstance(key, str):
         try:
             raw = key.encode("utf-8")
         except UnicodeEncodeError as error:
-            raise InvalidKey(f"key {key!r} is not valid UTF-8 text: {error}") from None
+            raise InvalidKey(
+                f"key is not valid UTF-8 text: {error.reason} at character {error.start} "
+                f"of {len(key)}") from None
     elif isinstance(key, bytes):
         raw = key
     else:
-        raise TypeError(f"a Redis limiter key must be str or bytes, got {type(key).__name__}")
+        raise TypeError(f"key must be str or bytes for a Redis limiter, got "
+                        f"{type(key).__name__}")
     escaped = raw.replace(b"%", b"%25").replace(b"{", b"%7B").replace(b"}", b"%7D") or b"%"
     if len(escaped) > MAX_KEY_BYTES:
-        raise InvalidKey(f"key of {len(escaped)} bytes (escaped) exceeds {MAX_KEY_BYTES} bytes")
+        raise InvalidKey(f"key of {len(escaped)} bytes (escaped) exceeds {MAX_KEY_BYTES} "
+                         f"bytes; fastcore.asgi.bounded_key() hashes long keys to a fixed size")
     return escaped
+
+
+def key_list(keys) -> list:
+    """``acquire_many``'s ``keys`` as a list; ``TypeError`` naming the argument otherwise."""
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(f"keys must be a sequence of keys, not one {type(keys).__name__} key")
+    try:
+        return list(keys)
+    except TypeError:
+        raise TypeError(f"keys must be an iterable of str or bytes keys, got "
+                        f"{type(keys).__name__}") from None
+
+
+def _first_failing(check, values):
+    """The index of the first value ``check`` raises for (only called after one did)."""
+    for i, value in enumerate(values):
+        try:
+            check(value)
+        except (TypeError, ValueError):
+            return i
+    return "?"
 
 
 def resp_bulk(value: bytes) -> bytes:
@@ -404,8 +427,10 @@ class LimiterBase:
         self._reloads = 0
         self._closed = False
         self._fail_closed = on_error == "fail_closed"
-        self._denied = Decision(False, 0, self.error_retry_after_ns, 0)
-        self._admitted = Decision(True, 0, 0, 0)
+        # Marked answers: a caller (the ASGI middleware) must tell a backend failure from a
+        # real quota decision, and `type(d) is Decision` stays the local limiters' fast test.
+        self._denied = DegradedDecision(False, 0, self.error_retry_after_ns, 0, "fail_closed")
+        self._admitted = DegradedDecision(True, 0, 0, 0, "fail_open")
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -586,14 +611,23 @@ class LimiterBase:
 
     def batch(self, keys, costs, amount):
         """Names, ``amount(cost)`` (the script's measure) and costs of a batch, all validated
-        before anything is sent."""
-        names = [self.name(key) for key in keys]
+        before anything is sent; an error names the argument and the entry at fault."""
+        try:
+            names = [self.name(key) for key in keys]
+        except (TypeError, InvalidKey) as error:
+            raise type(error)(f"keys[{_first_failing(self.name, keys)}]: {error}") from None
         if costs is None:
             return names, [amount(1)] * len(names), [1] * len(names)
-        costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
+        try:
+            costs = list(np.asarray(costs, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"costs must be None or a sequence of numbers: {error}") from None
         if len(costs) != len(names):
             raise ValueError(f"keys and costs differ in length: {len(names)} != {len(costs)}")
-        return names, [amount(cost) for cost in costs], costs
+        try:
+            return names, [amount(cost) for cost in costs], costs
+        except ValueError as error:     # InvalidCost, CostExceedsBurst, CostExceedsLimit
+            raise type(error)(f"costs[{_first_failing(amount, costs)}]: {error}") from None
 
     # -- degraded answers (Redis failed or the breaker is open) ----------------------------
 
@@ -604,9 +638,13 @@ class LimiterBase:
         return not self._fail_closed
 
     def degraded_decision(self, key, cost, peek=False):
+        """The on_error answer as a ``DegradedDecision``: the fail_closed / fail_open
+        constant, or the fallback's own decision marked as such."""
         self._degraded += 1
         if self.fallback is not None:
-            return (self.fallback.peek if peek else self.fallback.acquire)(key, cost)
+            d = (self.fallback.peek if peek else self.fallback.acquire)(key, cost)
+            return DegradedDecision(d.allowed, d.remaining, d.retry_after_ns, d.reset_after_ns,
+                                    "fallback")
         return self._denied if self._fail_closed else self._admitted
 
     def degraded_many(self, keys, costs, allowed, retry, indices):

@@ -15,14 +15,15 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from fastcore._core.decision import Decision
 from fastcore.errors import BackendError
+from fastcore.ratelimit import DegradedDecision
 from fastcore.redis import ERRORS
 from fastcore.redis._window import WINDOW_LUA, WINDOW_SHA, WindowBase
 from fastcore.redis._common import (
     ACQUIRE, CLOSED, GCRA_LUA, GCRA_SHA, GIVE_BACK, PEEK, InvalidKey, RespPacker, TokenBucketBase,
-    own_connection_kwargs,
+    key_list, own_connection_kwargs,
 )
 
-__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey"]
+__all__ = ["RedisTokenBucket", "RedisSlidingWindow", "InvalidKey", "DegradedDecision"]
 
 
 class DirectTransport(RespPacker):
@@ -235,7 +236,7 @@ class RedisTokenBucket(TokenBucketBase):
 
     async def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch in one pipelined round trip; a numpy bool array, one per key."""
-        keys = list(keys)
+        keys = key_list(keys)
         names, increments, cost_list = self.batch(keys, costs, self.increment_ns)
         n = len(keys)
         allowed = np.zeros(n, dtype=np.bool_)
@@ -366,7 +367,7 @@ class RedisSlidingWindow(WindowBase):
 
     async def acquire_many(self, keys, costs=None, *, with_retry_after=False):
         """Decide a batch, pipelined in one round trip; a numpy bool array, one per key."""
-        keys = list(keys)
+        keys = key_list(keys)
         names, units, cost_list = self.batch(keys, costs, self.units)
         allowed = np.zeros(len(keys), dtype=np.bool_)
         retry = np.zeros(len(keys), dtype=np.float64)
