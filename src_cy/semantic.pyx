@@ -72,7 +72,10 @@ def _load_timeout_arg(object seconds, str name="load_timeout"):
 
 
 cdef class Freshness:
-    """How long a cached value stays fresh, and how long it may be served stale.
+    """Freshness(max_age, stale_while_revalidate=0.0, stale_if_error=0.0, *, must_revalidate=False, age=0.0, negative=False)
+--
+
+How long a cached value stays fresh, and how long it may be served stale.
 
     ``max_age``: seconds the value is FRESH after it is stored. ``stale_while_revalidate``:
     seconds after that during which it may be served while one refresh runs (RFC 5861).
@@ -210,7 +213,10 @@ def _make_freshness(cls, max_age, swr, sie, must_revalidate, age, negative):
 
 
 cdef class Intent:
-    """A named class of requests and how stale an answer it accepts.
+    """Intent(name, max_staleness=0.0, serve_stale_while_revalidate=True, serve_stale_on_error=True)
+--
+
+A named class of requests and how stale an answer it accepts.
 
     ``max_staleness``: seconds past ``max_age`` this intent accepts any entry (0: only
     fresh ones, unless the entry's own stale-while-revalidate allows it).
@@ -264,7 +270,10 @@ cdef class Intent:
 
 @cython.freelist(64)
 cdef class Lookup:
-    """The answer of ``SemanticCache.lookup``: ``state`` (a ``CacheState``), ``value``,
+    """Lookup()
+--
+
+The answer of ``SemanticCache.lookup``: ``state`` (a ``CacheState``), ``value``,
     ``age`` (seconds since stored plus the upstream ``Age``; ``None`` on a MISS) and
     ``negative`` (a cached "not found")."""
 
@@ -292,7 +301,10 @@ _MISS_LOOKUP.state = _MISS
 
 
 cdef class Loaded:
-    """What a loader may return to choose the freshness of one value.
+    """Loaded(value, freshness)
+--
+
+What a loader may return to choose the freshness of one value.
 
     ``freshness``: a ``Freshness`` (a negative one caches a "not found"), or ``None`` for
     "do not store" (what ``Freshness.from_cache_control`` returns for ``no-store``); the
@@ -338,7 +350,10 @@ cdef inline void _entry_fill(_Entry e, int64_t now_ns, Freshness f, bint negativ
 
 
 cdef class SemanticCacheCore:
-    """The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction."""
+    """SemanticCacheCore(maxsize, *, default=None, intents=None, default_intent=None, negative_ttl=10.0, getsizeof=None, clock=None, xfetch_beta=1.0, random=None, executor=None, load_timeout=None, refresh_workers=4)
+--
+
+The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction."""
 
     def __cinit__(self, *args, **kwargs):
         self._map = {}
