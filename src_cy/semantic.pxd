@@ -150,6 +150,7 @@ cdef class SemanticCacheCore:
     cdef _Entry _tail
     cdef _Entry _hand
     cdef cython.pymutex _lock
+    cdef unsigned long _writer           # the thread inside a write (0: none); see _refuse_reentry
     cdef readonly int64_t maxsize
     cdef readonly int64_t currsize
     cdef readonly object getsizeof
@@ -192,4 +193,5 @@ cdef class SemanticCacheCore:
                         int64_t delta_ns)
     cdef void _unlink(self, _Entry e) noexcept
     cdef _Entry _evict_one(self, int64_t now_ns, _Entry spare)
+    cdef int _refuse_reentry(self) except -1
     cdef int _drop_dead(self, object key, _Entry e) except -1

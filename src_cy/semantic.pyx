@@ -15,6 +15,7 @@ from libc.math cimport log
 from libc.stdint cimport int64_t
 
 cimport cython
+from cpython.pythread cimport PyThread_get_thread_ident
 from fastcore._core.clock cimport clock_now_ns, clock_resolve
 
 from fastcore._units import as_real, ns_to_seconds, seconds_to_ns, shown
@@ -497,7 +498,8 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
         """
         cdef Intent it = self.default_intent if intent is None else self._resolve(intent)
         cdef int64_t now_ns = clock_now_ns(self.clock)
-        cdef object found = self._map.get(key)
+        cdef dict held = self._map       # kept alive while get() runs the key's __eq__
+        cdef object found = held.get(key)
         cdef _Entry e
         cdef int state
         if found is None:
@@ -524,7 +526,8 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
         or not (a leader's re-check after registering its flight is not a new request)."""
         cdef Intent it = self._resolve(intent)
         cdef int64_t now_ns = clock_now_ns(self.clock)
-        cdef object found = self._map.get(key)
+        cdef dict held = self._map       # kept alive while get() runs the key's __eq__
+        cdef object found = held.get(key)
         cdef _Entry e
         cdef int state
         cdef Lookup r
@@ -557,7 +560,8 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
         """After a failed load: the entry a caller with ``intent`` may fall back to, or None."""
         cdef Intent it = self._resolve(intent)
         cdef int64_t now_ns = clock_now_ns(self.clock)
-        cdef object found = self._map.get(key)
+        cdef dict held = self._map       # kept alive while get() runs the key's __eq__
+        cdef object found = held.get(key)
         cdef _Entry e
         if found is None:
             return None
@@ -567,7 +571,8 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
         return self._hit(e, SEM_STALE if now_ns >= e.fresh_until_ns else SEM_FRESH, now_ns)
 
     def __contains__(self, key):
-        cdef object found = self._map.get(key)
+        cdef dict held = self._map       # kept alive while get() runs the key's __eq__
+        cdef object found = held.get(key)
         return found is not None and clock_now_ns(self.clock) < (<_Entry>found).keep_until_ns
 
     def __len__(self):
@@ -618,42 +623,47 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
             if self._any_soe and f.stale_if_error_ns > keep:
                 keep = f.stale_if_error_ns
         cdef bint dead = keep + f.max_age_ns == 0
+        self._refuse_reentry()
         with self._lock:
-            found = self._map.get(key)
-            if found is not None:
-                e = <_Entry>found
-                if dead:
-                    self._unlink(e)
-                    del self._map[key]
-                    self.currsize -= e.weight
-                    released.append(e)
+            self._writer = PyThread_get_thread_ident()
+            try:
+                found = self._map.get(key)
+                if found is not None:
+                    e = <_Entry>found
+                    if dead:
+                        del self._map[key]              # the dict first: its __eq__ may raise
+                        self._unlink(e)
+                        self.currsize -= e.weight
+                        released.append(e)
+                        return None
+                    # In place: the C fields first, the value last, and no Python code between
+                    # them (the old value is kept alive in `released`), so a lookup, which also
+                    # holds the GIL, sees all old or all new fields. Queue slot and visited bit stay.
+                    released.append(e.value)
+                    self.currsize += weight - e.weight
+                    _entry_fill(e, now_ns, f, negative, delta_ns, weight, keep)
+                    e.value = value
+                    while self.currsize > self.maxsize:
+                        released.append(self._evict_one(now_ns, e))
                     return None
-                # In place: the C fields first, the value last, and no Python code between
-                # them (the old value is kept alive in `released`), so a lookup, which also
-                # holds the GIL, sees all old or all new fields. Queue slot and visited bit stay.
-                released.append(e.value)
-                self.currsize += weight - e.weight
+                if dead:
+                    return None
+                while self.currsize + weight > self.maxsize:
+                    released.append(self._evict_one(now_ns, None))
+                e = _Entry.__new__(_Entry)
                 _entry_fill(e, now_ns, f, negative, delta_ns, weight, keep)
+                e.key = key
                 e.value = value
-                while self.currsize > self.maxsize:
-                    released.append(self._evict_one(now_ns, e))
-                return None
-            if dead:
-                return None
-            while self.currsize + weight > self.maxsize:
-                released.append(self._evict_one(now_ns, None))
-            e = _Entry.__new__(_Entry)
-            _entry_fill(e, now_ns, f, negative, delta_ns, weight, keep)
-            e.key = key
-            e.value = value
-            e.older = self._head
-            if self._head is not None:
-                self._head.newer = e
-            self._head = e
-            if self._tail is None:
-                self._tail = e
-            self._map[key] = e
-            self.currsize += weight
+                self._map[key] = e                  # the dict first: its __eq__ may raise
+                e.older = self._head
+                if self._head is not None:
+                    self._head.newer = e
+                self._head = e
+                if self._tail is None:
+                    self._tail = e
+                self.currsize += weight
+            finally:
+                self._writer = 0
         return None
 
     cdef void _unlink(self, _Entry e) noexcept:
@@ -678,19 +688,39 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
             if o is not spare:
                 o.visited = False
             o = o.newer if o.newer is not None else self._tail
+        del self._map[o.key]                    # the dict first: its __eq__ may raise
         self._hand = o.newer
         self._unlink(o)
-        del self._map[o.key]
         self.currsize -= o.weight
         self._evictions += 1
         return o
 
     cdef int _drop_dead(self, object key, _Entry e) except -1:
+        """Drop an entry a read found dead; skipped inside this cache's own write (a key's
+        __eq__ reading the cache), where the next write or expire() drops it instead."""
+        cdef dict m
+        if self._writer == PyThread_get_thread_ident():
+            return 0
         with self._lock:
-            if self._map.get(key) is e:
-                self._unlink(e)
-                del self._map[key]
-                self.currsize -= e.weight
+            self._writer = PyThread_get_thread_ident()
+            try:
+                m = self._map
+                if m.get(key) is e:
+                    del m[key]                  # the dict first: its __eq__ may raise
+                    self._unlink(e)
+                    self.currsize -= e.weight
+            finally:
+                self._writer = 0
+        return 0
+
+    cdef int _refuse_reentry(self) except -1:
+        """Raise RuntimeError when this thread is inside a write of this cache already (a
+        key's __eq__ or __hash__, run by the write's dict operation, writes to the cache):
+        the lock is not re-entrant, and waiting for it would deadlock. The outer write then
+        fails with that error before it has changed anything."""
+        if self._writer == PyThread_get_thread_ident():
+            raise RuntimeError("SemanticCache written to from inside one of its own writes "
+                               "(a key's __eq__ or __hash__ writing to the cache): refused")
         return 0
 
     def set(self, key, value, freshness=None):
@@ -736,23 +766,33 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
         cdef int64_t now_ns = clock_now_ns(self.clock)
         cdef _Entry e
         hash(key)
+        self._refuse_reentry()
         with self._lock:
-            found = self._map.pop(key, None)
-            if found is None:
-                return False
-            e = <_Entry>found
-            self._unlink(e)
-            self.currsize -= e.weight
+            self._writer = PyThread_get_thread_ident()
+            try:
+                found = self._map.pop(key, None)
+                if found is None:
+                    return False
+                e = <_Entry>found
+                self._unlink(e)
+                self.currsize -= e.weight
+            finally:
+                self._writer = 0
         return now_ns < e.keep_until_ns
 
     def clear(self):
         """Remove every entry (counters are kept)."""
         cdef dict old
+        self._refuse_reentry()
         with self._lock:
-            old = self._map
-            self._map = {}
-            self._head = self._tail = self._hand = None
-            self.currsize = 0
+            self._writer = PyThread_get_thread_ident()
+            try:
+                old = self._map
+                self._map = {}
+                self._head = self._tail = self._hand = None
+                self.currsize = 0
+            finally:
+                self._writer = 0
         # Break the queue's reference cycles outside the lock.
         for found in old.values():
             (<_Entry>found).newer = None
@@ -764,26 +804,36 @@ The compiled part of ``fastcore.SemanticCache``: storage, lookup and eviction.""
         cdef _Entry e
         cdef _Entry older
         cdef list released = []
+        self._refuse_reentry()
         with self._lock:
-            e = self._head
-            while e is not None:
-                older = e.older
-                if now_ns >= e.keep_until_ns:
-                    self._unlink(e)
-                    del self._map[e.key]
-                    self.currsize -= e.weight
-                    released.append(e)
-                e = older
+            self._writer = PyThread_get_thread_ident()
+            try:
+                e = self._head
+                while e is not None:
+                    older = e.older
+                    if now_ns >= e.keep_until_ns:
+                        del self._map[e.key]            # the dict first: its __eq__ may raise
+                        self._unlink(e)
+                        self.currsize -= e.weight
+                        released.append(e)
+                    e = older
+            finally:
+                self._writer = 0
         return len(released)
 
     def keys(self):
         """The stored keys, oldest first (a list; includes entries not yet dropped)."""
         cdef list out = []
+        self._refuse_reentry()
         with self._lock:
-            e = self._tail
-            while e is not None:
-                out.append((<_Entry>e).key)
-                e = (<_Entry>e).newer
+            self._writer = PyThread_get_thread_ident()
+            try:
+                e = self._tail
+                while e is not None:
+                    out.append((<_Entry>e).key)
+                    e = (<_Entry>e).newer
+            finally:
+                self._writer = 0
         return out
 
     # -- counters ------------------------------------------------------------------------

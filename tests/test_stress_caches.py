@@ -16,16 +16,8 @@ pytestmark = pytest.mark.stress
 TTL_OPS = ["get", "getitem", "setitem", "delitem", "pop", "setdefault", "contains"]
 ACTIONS = ["clear", "fill", "write"]
 
-# KNOWN FAILURES, outside the key table: SemanticCache (src_cy/semantic.pyx) crashes or
-# deadlocks in the scenarios marked below, and TTLCache (src_cy/ttlcache.pyx) keeps one
-# expired item past expire(). xfail(strict=True) until those are fixed, then the marks go;
-# strict: a scenario that starts passing fails the run.
-SEMANTIC_FREED_DICT = pytest.mark.xfail(strict=True, reason=(
-    "SemanticCache: a lookup's dict.get runs the key's __eq__ on a dict that clear() "
-    "replaces and frees meanwhile (self._map is not held): use after free, SIGSEGV"))
-SEMANTIC_DEADLOCK = pytest.mark.xfail(strict=True, reason=(
-    "SemanticCache: set()/delete() run the key's __eq__ (dict lookups) while holding the "
-    "cache's non-reentrant mutex; an __eq__ that writes to the cache deadlocks"))
+# KNOWN FAILURE: TTLCache (src_cy/ttlcache.pyx) keeps one expired item past expire() when a
+# key's __hash__ moves the clock (below); xfail(strict=True) until that is fixed.
 
 
 # -- TTLCache ------------------------------------------------------------------------------
@@ -74,25 +66,21 @@ def test_ttlcache_expire_after_a_hash_that_moved_the_clock():
 
 # -- SemanticCache -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("op", [
-    pytest.param("lookup", marks=SEMANTIC_FREED_DICT),
-    pytest.param("contains", marks=SEMANTIC_FREED_DICT),
-])
+@pytest.mark.parametrize("op", ["lookup", "contains"])
 def test_semantic_reentrant_eq_that_clears(op):
+    """clear() from a key's __eq__ in a read: the read holds the dict it searches."""
     run_scenario("cache_reentrant_eq", which="semantic", op=op, action="clear")
 
 
-@pytest.mark.parametrize("op", [
-    pytest.param("set", marks=SEMANTIC_DEADLOCK),
-    pytest.param("delete", marks=SEMANTIC_DEADLOCK),
-])
+@pytest.mark.parametrize("op", ["set", "delete"])
 def test_semantic_reentrant_eq_in_a_write(op):
+    """A write from a key's __eq__ inside a write: refused with RuntimeError, no deadlock,
+    nothing half-changed."""
     run_scenario("cache_reentrant_eq", which="semantic", op=op, action="write")
 
 
 def test_semantic_reentrant_eq_in_reads_that_write():
-    """lookup and `in` whose key's __eq__ fills the cache past maxsize or writes one item
-    (these pass on the current cache)."""
+    """lookup and `in` whose key's __eq__ fills the cache past maxsize or writes one item."""
     runs = [["cache_reentrant_eq", {"which": "semantic", "op": op, "action": action}]
             for op in ("lookup", "contains") for action in ("fill", "write")]
     run_scenario("several", runs=runs)
@@ -105,9 +93,5 @@ def test_semantic_threads(sized):
     run_scenario("cache_threads", which="semantic", sized=sized, clear=0.0)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "SemanticCache: clear() in one thread frees the dict another thread's lookup is "
-    "searching (see SEMANTIC_FREED_DICT); a race, so it crashes in about half the runs "
-    "only: not strict, but an AddressSanitizer build sees most of them"))
 def test_semantic_threads_with_clear():
     run_scenario("cache_threads", which="semantic", sized=False, clear=0.05)
