@@ -35,6 +35,7 @@ Decisions:
 """
 
 import math
+import operator
 import re
 
 import numpy as np
@@ -273,7 +274,8 @@ def _histogram_lines(name, pairs, hist, bounds):
     nonzero = np.flatnonzero(counts)
     lows = np.where(nonzero > 0, upper[nonzero - 1] + 1, 0)
     mids = lows + (upper[nonzero] - lows + 1) // 2
-    sum_ns = sum(int(c) * int(m) for c, m in zip(counts[nonzero], mids))
+    # exact: Python ints (a count times a midpoint can pass int64)
+    sum_ns = sum(map(operator.mul, counts[nonzero].tolist(), mids.tolist()))
     sum_ns += overflow * hist.highest       # overflowed values: at least `highest`
     lines.append(f"{name}_sum{plain} {sum_ns / 10 ** 9!r}")
     lines.append(f"{name}_count{plain} {total}")
