@@ -64,6 +64,17 @@ cdef extern from *:
     static inline uint32_t hist_load_u32(const uint32_t *p) {
         return __atomic_load_n(p, __ATOMIC_RELAXED);
     }
+    /* loads before it stay before the loads after it (compiler and CPU) */
+    static inline void hist_load_fence(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+    /* out[i] = max(out[i], seen[i]); seen[i] = out[i]: vectorises */
+    static inline void hist_raise_u64s(uint64_t *restrict out, uint64_t *restrict seen,
+                                       Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t v = out[i] > seen[i] ? out[i] : seen[i];
+            out[i] = v;
+            seen[i] = v;
+        }
+    }
     /* restrict lets the compiler vectorise the widening adds queries spend their time in;
      * target_clones adds an AVX2 version chosen at load time where the CPU has it. */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -104,6 +115,8 @@ cdef extern from *:
     uint64_t hist_load_u64(const uint64_t *p) noexcept nogil
     uint32_t hist_xchg_u32(uint32_t *p, uint32_t v) noexcept nogil
     uint32_t hist_load_u32(const uint32_t *p) noexcept nogil
+    void hist_load_fence() noexcept nogil
+    void hist_raise_u64s(uint64_t *out, uint64_t *seen, Py_ssize_t n) noexcept nogil
     void hist_add_u32s(uint64_t *out, const uint32_t *src, Py_ssize_t n) noexcept nogil
     void hist_add_u64s(uint64_t *out, const uint64_t *src, Py_ssize_t n) noexcept nogil
     int hist_sum_u64s(const uint64_t *counts, Py_ssize_t lo, Py_ssize_t hi, uint64_t *total) noexcept nogil
@@ -525,9 +538,10 @@ cdef void hist_merge_totals(LatencyHistogram h, uint64_t *out) noexcept:
     never decrease and never exceed what was recorded. Runs with the GIL held, which
     serialises the exports sharing `exported`."""
     cdef int64_t slot, index, lo, hi, address
-    cdef const uint64_t *carry
-    for index in range(h.stride):
-        out[index] = hist_load_u64(&h.retired[index])
+    # plain vectorised reads as the window merges make; the fences keep the three stages
+    # (and a slot's carry before its counters) in order
+    memcpy(out, h.retired, h.stride * sizeof(uint64_t))
+    hist_load_fence()
     for slot in range(h.slices):
         lo = fc_atomic_load_i64(&h.slots[slot].lo)
         hi = fc_atomic_load_i64(&h.slots[slot].hi)
@@ -535,19 +549,14 @@ cdef void hist_merge_totals(LatencyHistogram h, uint64_t *out) noexcept:
             continue
         address = fc_atomic_load_i64(&h.slots[slot].carry)
         if address != 0:
-            carry = <const uint64_t *><intptr_t>address
-            for index in range(lo, hi + 1):
-                out[index] += hist_load_u64(&carry[index])
-        for index in range(lo, hi + 1):
-            out[index] += hist_load_u32(&h.counts[slot * h.stride + index])
+            hist_add_u64s(&out[lo], &(<const uint64_t *><intptr_t>address)[lo], hi - lo + 1)
+            hist_load_fence()
+        hist_add_u32s(&out[lo], &h.counts[slot * h.stride + lo], hi - lo + 1)
+    hist_load_fence()
     for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
                        fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
         out[index] += hist_load_u64(&h.limbo[index])
-    for index in range(h.stride):
-        if out[index] < h.exported[index]:
-            out[index] = h.exported[index]
-        else:
-            h.exported[index] = out[index]
+    hist_raise_u64s(out, h.exported, h.stride)
 
 
 cdef int hist_total(const HistLayout *layout, const uint64_t *counts, uint64_t *total) noexcept nogil:
