@@ -39,8 +39,9 @@
 # lo/hi marks of the counter indices written since the last clear, and a lazily allocated
 # uint64 carry array, NULL until a counter wraps; the extra header marks limbo); one uint64
 # `limbo` array of `stride`; one uint64 `cache` array of `stride` (the whole-ring query cache).
-# Defaults (60 slices): 60 * 18,496 + 61 * 32 + 2 * 36,992 = 1,185,696 B (1.13 MiB).
-# significant_figures=3: stride 33,808, 8,656,800 B (8.3 MiB).
+# uint64 `retired` and `exported` arrays of `stride` (totals since creation, below).
+# Defaults (60 slices): 60 * 18,496 + 61 * 32 + 4 * 36,992 = 1,259,680 B (1.20 MiB).
+# significant_figures=3: stride 33,808, 9,197,728 B (8.8 MiB).
 #
 # Time: slice_ns = window_ns / slices. A record at `now` belongs to period p = now // slice_ns
 # and lands in slot p % slices, whose epoch says which period it holds:
@@ -56,6 +57,13 @@
 # sits in exactly one of: a live slot's counter (+ its carry), limbo, or a slot cleared
 # because its period left the window. A counter is nonzero only inside its slot's [lo, hi]
 # (a recorder widens the marks before it adds), so queries read only that range.
+# Totals since creation: clearing a slot moves its counts into `retired` (each counter
+# exchanged with 0, then its value added: a count is in the slot or in retired, never both)
+# instead of a memset, so record() does no second add. cumulative() reads retired, then every
+# slot's carry and counters, then limbo: counts move only limbo -> slot -> retired, against
+# that order, so a concurrent move can hide a count from one read but never show it twice.
+# The read is then raised to `exported` (the last reported totals, per counter) and stored
+# back, so reported totals never decrease and never exceed what was recorded.
 # Counter width: a uint32 counter that wraps (fetch-add result < added count) is detected by
 # the one thread whose add wrapped it; that thread adds 2**32 to the slot's uint64 carry
 # array, so no count is lost. 64-bit totals that would wrap set `saturated` and queries then
@@ -65,7 +73,8 @@
 # that slot's header (epoch and marks, one cache line), 1 multiply to check that its epoch is
 # the current period, + 1 atomic add, inline. When the hint misses (the first records of a
 # period), 2 multiply-high divisions find the slot and renew the hint. A rotation
-# zeroes one slot (18 KB memset, about 1 us) once per slice. record_many finds the live slot
+# clears one slot once per slice: a scan of its 18 KB plus one exchange and one atomic add
+# into `retired` per nonzero counter. record_many finds the live slot
 # once; below 2048 values it adds value by value (one atomic add each), from 2048 it tallies
 # in a private array and flushes the nonzero buckets, one atomic add each. Queries: O(slices *
 # (hi - lo)) widening adds over the slots inside the window (skipping expired ones) + one scan.
@@ -154,6 +163,10 @@ cdef class LatencyHistogram:
     cdef hist_divisor slices_divisor # period // slices, likewise
     cdef uint64_t *limbo            # stride: counts recorded while their slot was being cleared
     cdef int64_t saturated          # 1 once a 64-bit counter wrapped: queries raise
+    # totals since creation (or reset()), apart from the ring: a slot's counts move into
+    # `retired` when the slot is cleared for a new period; exports add the slots and limbo
+    cdef uint64_t *retired          # stride: counts moved out of cleared slots
+    cdef uint64_t *exported         # stride: the highest totals an export has reported
 
 
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,

@@ -58,6 +58,23 @@ cdef extern from *:
     static inline uint64_t hist_load_u64(const uint64_t *p) {
         return __atomic_load_n(p, __ATOMIC_RELAXED);
     }
+    static inline uint32_t hist_xchg_u32(uint32_t *p, uint32_t v) {
+        return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+    }
+    static inline uint32_t hist_load_u32(const uint32_t *p) {
+        return __atomic_load_n(p, __ATOMIC_RELAXED);
+    }
+    /* loads before it stay before the loads after it (compiler and CPU) */
+    static inline void hist_load_fence(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+    /* out[i] = max(out[i], seen[i]); seen[i] = out[i]: vectorises */
+    static inline void hist_raise_u64s(uint64_t *restrict out, uint64_t *restrict seen,
+                                       Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t v = out[i] > seen[i] ? out[i] : seen[i];
+            out[i] = v;
+            seen[i] = v;
+        }
+    }
     /* restrict lets the compiler vectorise the widening adds queries spend their time in;
      * target_clones adds an AVX2 version chosen at load time where the CPU has it. */
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -96,6 +113,10 @@ cdef extern from *:
     uint64_t hist_xchg_u64(uint64_t *p, uint64_t v) noexcept nogil
     int64_t hist_xchg_i64(int64_t *p, int64_t v) noexcept nogil
     uint64_t hist_load_u64(const uint64_t *p) noexcept nogil
+    uint32_t hist_xchg_u32(uint32_t *p, uint32_t v) noexcept nogil
+    uint32_t hist_load_u32(const uint32_t *p) noexcept nogil
+    void hist_load_fence() noexcept nogil
+    void hist_raise_u64s(uint64_t *out, uint64_t *seen, Py_ssize_t n) noexcept nogil
     void hist_add_u32s(uint64_t *out, const uint32_t *src, Py_ssize_t n) noexcept nogil
     void hist_add_u64s(uint64_t *out, const uint64_t *src, Py_ssize_t n) noexcept nogil
     int hist_sum_u64s(const uint64_t *counts, Py_ssize_t lo, Py_ssize_t hi, uint64_t *total) noexcept nogil
@@ -316,12 +337,40 @@ cdef void hist_drain_limbo(LatencyHistogram h, int64_t slot, int64_t period) noe
                 hist_add_slot(h, slot, index, count, period)
 
 
+cdef inline void hist_retire(LatencyHistogram h, int64_t index, uint64_t count) noexcept nogil:
+    if fc_atomic_add_u64(&h.retired[index], count) < count:
+        fc_atomic_store_i64(&h.saturated, 1)
+
+
+cdef void hist_retire_slot(LatencyHistogram h, int64_t slot) noexcept nogil:
+    """Clear a slot this thread has claimed (its epoch holds the clearing mark), moving its
+    counts into `retired`: each nonzero counter is exchanged with 0 and the value it held is
+    added there, so a count sits in the slot or in retired, never in both (see the .pxd)."""
+    cdef uint32_t *counts = &h.counts[slot * h.stride]
+    cdef int64_t address = fc_atomic_load_i64(&h.slots[slot].carry)
+    cdef uint64_t *carry = <uint64_t *><intptr_t>address
+    cdef int64_t index
+    cdef uint64_t moved
+    # the whole slot, not just [lo, hi]: a writer delayed from the old period may have added
+    # outside the marks it was about to widen
+    for index in range(h.stride):
+        if hist_load_u32(&counts[index]) != 0:
+            moved = hist_xchg_u32(&counts[index], 0)
+            if moved != 0:
+                hist_retire(h, index, moved)
+    if carry != NULL:
+        for index in range(h.stride):
+            if hist_load_u64(&carry[index]) != 0:
+                moved = hist_xchg_u64(&carry[index], 0)
+                if moved != 0:
+                    hist_retire(h, index, moved)
+
+
 cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
                       int64_t period) noexcept nogil:
     """Add `count` at counter `index` for `period`, rotating the period's slot if it is stale."""
     cdef int64_t slot = period % h.slices
     cdef int64_t seen = fc_atomic_load_i64(&h.slots[slot].epoch)
-    cdef int64_t address
     while True:
         if seen >= period:
             # live for this period, or already serving a later one (this recorder was delayed
@@ -336,12 +385,7 @@ cdef void hist_add_at(LatencyHistogram h, int64_t index, uint64_t count,
             return
         # stale (an earlier period) or unused: claim it; a failed CAS reloads `seen`
         if fc_atomic_cas_i64(&h.slots[slot].epoch, &seen, -2 - period):
-            # the whole slot, not just [lo, hi]: a writer delayed from the old period may have
-            # added outside the marks it was about to widen
-            memset(&h.counts[slot * h.stride], 0, h.stride * sizeof(uint32_t))
-            address = fc_atomic_load_i64(&h.slots[slot].carry)
-            if address != 0:
-                memset(<uint64_t *><intptr_t>address, 0, h.stride * sizeof(uint64_t))
+            hist_retire_slot(h, slot)
             hist_clear_marks(&h.slots[slot], h.layout.counts_len)
             fc_atomic_store_i64(&h.slots[slot].epoch, period)
             hist_add_slot(h, slot, index, count, period)
@@ -482,6 +526,37 @@ cdef void hist_merge_ring_cached(LatencyHistogram h, int64_t now_ns, uint64_t *o
     for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
                        fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
         out[index] += hist_load_u64(&h.limbo[index])
+
+
+cdef void hist_merge_totals(LatencyHistogram h, uint64_t *out) noexcept:
+    """Every count since creation (or reset()) into `out`, never below an earlier call's.
+
+    Reads retired, then each slot (its carry before its counters), then limbo: against the
+    direction counts move (limbo -> slot -> retired, a counter wrap adds to the carry after
+    the counter), so a concurrent move can only hide a count from this read. The result is
+    then raised to `exported`, the last reported totals, and stored there: reported totals
+    never decrease and never exceed what was recorded. Runs with the GIL held, which
+    serialises the exports sharing `exported`."""
+    cdef int64_t slot, index, lo, hi, address
+    # plain vectorised reads as the window merges make; the fences keep the three stages
+    # (and a slot's carry before its counters) in order
+    memcpy(out, h.retired, h.stride * sizeof(uint64_t))
+    hist_load_fence()
+    for slot in range(h.slices):
+        lo = fc_atomic_load_i64(&h.slots[slot].lo)
+        hi = fc_atomic_load_i64(&h.slots[slot].hi)
+        if lo > hi:
+            continue
+        address = fc_atomic_load_i64(&h.slots[slot].carry)
+        if address != 0:
+            hist_add_u64s(&out[lo], &(<const uint64_t *><intptr_t>address)[lo], hi - lo + 1)
+            hist_load_fence()
+        hist_add_u32s(&out[lo], &h.counts[slot * h.stride + lo], hi - lo + 1)
+    hist_load_fence()
+    for index in range(fc_atomic_load_i64(&h.slots[h.slices].lo),
+                       fc_atomic_load_i64(&h.slots[h.slices].hi) + 1):
+        out[index] += hist_load_u64(&h.limbo[index])
+    hist_raise_u64s(out, h.exported, h.stride)
 
 
 cdef int hist_total(const HistLayout *layout, const uint64_t *counts, uint64_t *total) noexcept nogil:
@@ -718,6 +793,8 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
         self.slots = NULL
         self.limbo = NULL
         self.cache = NULL
+        self.retired = NULL
+        self.exported = NULL
         self.cache_to = HIST_NO_PERIOD
 
     def __init__(self, *, significant_figures=2, lowest=1, highest=3_600_000_000_000,
@@ -749,8 +826,11 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
         slots = <HistSlot *>calloc(slices + 1, sizeof(HistSlot))
         limbo = <uint64_t *>calloc(stride, sizeof(uint64_t))
         cache = <uint64_t *>calloc(stride, sizeof(uint64_t))
-        if counts == NULL or slots == NULL or limbo == NULL or cache == NULL:
-            free(counts); free(slots); free(limbo); free(cache)
+        retired = <uint64_t *>calloc(stride, sizeof(uint64_t))
+        exported = <uint64_t *>calloc(stride, sizeof(uint64_t))
+        if (counts == NULL or slots == NULL or limbo == NULL or cache == NULL
+                or retired == NULL or exported == NULL):
+            free(counts); free(slots); free(limbo); free(cache); free(retired); free(exported)
             raise MemoryError("LatencyHistogram: cannot allocate its counters")
         self.layout = layout
         self.clock = resolved
@@ -764,6 +844,8 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
         self.slots = slots
         self.limbo = limbo
         self.cache = cache
+        self.retired = retired
+        self.exported = exported
         self.cache_valid = False
         self.cache_to = HIST_NO_PERIOD
         self.cache_dirty = 0
@@ -782,6 +864,8 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
         free(self.slots)
         free(self.limbo)
         free(self.cache)
+        free(self.retired)
+        free(self.exported)
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -950,20 +1034,44 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
         """Population standard deviation in ns, from bucket midpoints (0.0 when empty)."""
         return self.snapshot().stdev
 
-    def to_prometheus(self, name, help="", labels=None, buckets=None, window=None):
-        """Prometheus text exposition of the window as a histogram in seconds.
+    def cumulative(self):
+        """A ``HistogramSnapshot`` of every value recorded since creation (or the last
+        ``reset()``), whatever the window: what ``to_prometheus`` exports.
 
-        ``buckets`` are upper bounds in seconds (default prometheus_client's); a value counts
-        toward a bound when its whole HdrHistogram bucket lies at or below it. Raises
-        ``HistogramValueError`` for an invalid name, label or bucket list.
+        Kept apart from the ring without a second add per record: clearing a slot for a new
+        period moves its counts into per-bucket totals, and this adds the slots not yet
+        cleared. Successive calls never report a bucket lower than an earlier call did, also
+        while other threads record (a count being moved may show up one call late).
+
+        >>> h.cumulative().count       # never decreases as the window rolls
+        """
+        cdef uint64_t total
+        cdef uint64_t *merged = <uint64_t *>malloc(self.stride * sizeof(uint64_t))
+        if merged == NULL:
+            raise MemoryError()
+        hist_merge_totals(self, merged)
+        if hist_total(&self.layout, merged, &total) or fc_atomic_load_i64(&self.saturated):
+            free(merged)
+            raise HistogramOverflowError("a bucket's count exceeded 2**64 - 1")
+        return HistogramSnapshot._adopt(self.layout, merged, total)
+
+    def to_prometheus(self, name, help="", labels=None, buckets=None, window=None):
+        """Prometheus text exposition: a histogram in seconds, cumulative since creation.
+
+        ``_bucket``, ``_sum`` and ``_count`` never decrease as the window rolls (only
+        ``reset()`` lowers them: a counter reset); see ``fastcore.latency.exposition``, which
+        this calls, for the buckets, ``_sum`` and the windowed quantiles. ``window`` must be
+        None: a window's counts fall as it rolls, which Prometheus would read as resets.
+        Raises ``HistogramValueError`` for an invalid name, label or bucket list.
 
         >>> print(h.to_prometheus("http_request_duration_seconds", labels={"route": "/"}))
         """
-        return self.snapshot(window).to_prometheus(name, help, labels, buckets)
+        return _expose(self, name, help, labels, buckets, window, False)
 
     def to_openmetrics(self, name, help="", labels=None, buckets=None, window=None):
-        """OpenMetrics text of the window (ends with ``# EOF``); otherwise as ``to_prometheus``."""
-        return self.snapshot(window).to_openmetrics(name, help, labels, buckets)
+        """OpenMetrics text (ends with ``# EOF``); otherwise as ``to_prometheus``. To put
+        several histograms in one exposition use ``fastcore.latency.exposition``."""
+        return _expose(self, name, help, labels, buckets, window, True)
 
     # -- whole-histogram operations -------------------------------------------------------------
 
@@ -998,7 +1106,9 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
                 f"merge() needs a LatencyHistogram or HistogramSnapshot, got {type(other).__name__}")
 
     def reset(self):
-        """Forget every value. Values recorded by other threads during the reset may survive."""
+        """Forget every value, the totals since creation included: to a Prometheus scrape of
+        ``to_prometheus`` this is a counter reset, as a process restart is. Values recorded
+        by other threads during the reset may survive."""
         cdef int64_t slot, address
         for slot in range(self.slices):
             fc_atomic_store_i64(&self.slots[slot].epoch, HIST_EPOCH_UNUSED)
@@ -1008,16 +1118,19 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
                 memset(<uint64_t *><intptr_t>address, 0, self.stride * sizeof(uint64_t))
             hist_clear_marks(&self.slots[slot], self.layout.counts_len)
         memset(self.limbo, 0, self.stride * sizeof(uint64_t))
+        memset(self.retired, 0, self.stride * sizeof(uint64_t))
+        memset(self.exported, 0, self.stride * sizeof(uint64_t))
         hist_clear_marks(&self.slots[self.slices], self.layout.counts_len)
         self.cache_valid = False
         fc_atomic_store_i64(&self.saturated, 0)
 
     def memory_bytes(self):
-        """Bytes of C memory this histogram owns (counters, slot headers, carries, limbo, cache)."""
+        """Bytes of C memory this histogram owns (counters, slot headers, carries, limbo, cache,
+        totals)."""
         cdef int64_t slot
         cdef Py_ssize_t total = (self.slices * self.stride * sizeof(uint32_t)
                                  + (self.slices + 1) * sizeof(HistSlot)
-                                 + 2 * self.stride * sizeof(uint64_t))
+                                 + 4 * self.stride * sizeof(uint64_t))
         for slot in range(self.slices):
             if fc_atomic_load_i64(&self.slots[slot].carry) != 0:
                 total += self.stride * sizeof(uint64_t)
@@ -1052,6 +1165,17 @@ Latency histogram in integer nanoseconds over a sliding window of time slices.
         return (f"LatencyHistogram(significant_figures={self.layout.significant_figures}, "
                 f"lowest={self.layout.lowest}, highest={self.layout.highest}, "
                 f"window={ns_to_seconds(self.window_ns)!r}, slices={self.slices})")
+
+
+cdef str _expose(LatencyHistogram hist, object name, object help, object labels,
+                 object buckets, object window, bint openmetrics):
+    if window is not None:
+        raise HistogramValueError(
+            "to_prometheus exports the totals since creation, not a window (a window's "
+            "counts fall as it rolls: Prometheus reads that as counter resets); for windowed "
+            "quantiles use fastcore.latency.exposition(..., quantiles=..., window=...)")
+    from fastcore.latency import exposition     # the Python layer: imported at first use
+    return exposition([(name, hist, labels, help)], buckets=buckets, openmetrics=openmetrics)
 
 
 cdef int64_t _window_periods(LatencyHistogram self, object window) except -1:
@@ -1200,7 +1324,7 @@ cdef class HistogramSnapshot:
 --
 
 An immutable merged histogram: the same queries as ``LatencyHistogram``, plus
-    ``to_numpy()``. Made by ``LatencyHistogram.snapshot(window)``."""
+    ``to_numpy()``. Made by ``LatencyHistogram.snapshot(window)`` and ``cumulative()``."""
     cdef HistLayout layout
     cdef uint64_t *counts           # counts_len buckets + overflow at counts_len
     cdef uint64_t total
@@ -1209,7 +1333,8 @@ An immutable merged histogram: the same queries as ``LatencyHistogram``, plus
         self.counts = NULL
 
     def __init__(self):
-        raise HistogramTypeError("HistogramSnapshot is made by LatencyHistogram.snapshot()")
+        raise HistogramTypeError(
+            "HistogramSnapshot is made by LatencyHistogram.snapshot() or cumulative()")
 
     def __dealloc__(self):
         free(self.counts)
@@ -1271,12 +1396,16 @@ An immutable merged histogram: the same queries as ``LatencyHistogram``, plus
         return bounds, counts
 
     def to_prometheus(self, name, help="", labels=None, buckets=None):
-        """Prometheus text exposition, as ``LatencyHistogram.to_prometheus``."""
+        """Prometheus text exposition of this snapshot's counts as a histogram.
+
+        Right for a ``LatencyHistogram.cumulative()`` snapshot; a window's snapshot falls as
+        the ring rolls, which Prometheus reads as counter resets (``LatencyHistogram``'s own
+        ``to_prometheus`` exports the totals). ``_sum`` here is a float sum of midpoints."""
         return hist_exposition(&self.layout, self.counts, self.total, name, help, labels,
                                buckets, False)
 
     def to_openmetrics(self, name, help="", labels=None, buckets=None):
-        """OpenMetrics text exposition, as ``LatencyHistogram.to_openmetrics``."""
+        """OpenMetrics text exposition of this snapshot's counts, as ``to_prometheus``."""
         return hist_exposition(&self.layout, self.counts, self.total, name, help, labels,
                                buckets, True)
 

@@ -1,6 +1,7 @@
 """LatencyHistogram against the sorted-list model, driven side by side under ManualClock."""
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -44,6 +45,23 @@ class HistogramMachine(RuleBasedStateMachine):
         self.hist = self._histogram()
         self.model = HistogramModel(window_ns=window_ns, **config)
         self.other = None
+        # every value since build or reset, by bucket: what cumulative() must report
+        self.totals = Counter()
+        self.total_overflow = 0
+
+    def _count_total(self, value, count=1):
+        if value > self.config["highest"]:
+            self.total_overflow += count
+        else:
+            self.totals[self.model.highest_equivalent(value)] += count
+
+    def _add_window_growth(self, change):
+        """Run `change` (a merge) and add what it adds to the model's whole window."""
+        now = self.clock.now_ns
+        before, overflow = Counter(self.model.bucket_counts(now)), self.model.overflow(now)
+        change()
+        self.totals.update(Counter(self.model.bucket_counts(now)) - before)
+        self.total_overflow += self.model.overflow(now) - overflow
 
     def _histogram(self):
         return LatencyHistogram(window=self.slice_ns * self.config["slices"] / 1e9,
@@ -59,6 +77,7 @@ class HistogramMachine(RuleBasedStateMachine):
     def record(self, value, count):
         self.hist.record(value, count)
         self.model.record(value, self.clock.now_ns, count)
+        self._count_total(value, count)
 
     @precondition(lambda self: self.model.count(self.clock.now_ns) <= 20_000)
     @rule(values=st.lists(VALUES, max_size=40), large=st.booleans())
@@ -69,6 +88,7 @@ class HistogramMachine(RuleBasedStateMachine):
         self.hist.record_many(np.array(values, dtype=np.int64))
         for value in values:
             self.model.record(value, self.clock.now_ns)
+            self._count_total(value)
 
     @rule(value=st.integers(-(2 ** 40), -1))
     def record_negative(self, value):
@@ -99,7 +119,7 @@ class HistogramMachine(RuleBasedStateMachine):
     def merge(self):
         hist, model = self.other
         self.hist.merge(hist)
-        self.model.merge(model, self.clock.now_ns)
+        self._add_window_growth(lambda: self.model.merge(model, self.clock.now_ns))
         self.other = None
 
     # merging a snapshot back doubles the data: keep the model small enough to stay quick
@@ -114,13 +134,17 @@ class HistogramMachine(RuleBasedStateMachine):
         self.hist.merge(snap)
         for value in values:
             self.model.record(value, now_ns)
+            self._count_total(value)
         if overflow:
             self.model.record(self.config["highest"] + 1, now_ns, overflow)
+            self.total_overflow += overflow
 
     @rule()
     def reset(self):
         self.hist.reset()
         self.model.reset()
+        self.totals.clear()
+        self.total_overflow = 0
 
     @rule(ps=st.lists(PERCENTILES, min_size=1, max_size=5), periods=st.integers(1, 5) | st.none())
     def percentiles(self, ps, periods):
@@ -140,6 +164,15 @@ class HistogramMachine(RuleBasedStateMachine):
         bounds, counts = snap.to_numpy()
         got = {int(b): int(c) for b, c in zip(bounds, counts) if c}
         assert got == self.model.bucket_counts(now, periods)
+
+    @invariant()
+    def totals_since_creation(self):
+        # cumulative() ignores the window: every value since build or the last reset
+        totals = self.hist.cumulative()
+        bounds, counts = totals.to_numpy()
+        assert {int(b): int(c) for b, c in zip(bounds, counts) if c} == +self.totals
+        assert totals.overflow == self.total_overflow
+        assert totals.count == sum(self.totals.values())
 
     @invariant()
     def summary_statistics(self):
