@@ -22,11 +22,22 @@ examples:
 """
 
 
+def _version() -> str:
+    """``fastcore.__version__``: the one place the version is written (pyproject.toml reads
+    it from there too)."""
+    import fastcore
+    return fastcore.__version__
+
+
 def parsers() -> tuple:
     """The top-level parser and the ``bench`` subcommand's parser."""
     from fastcore.benchmark import cli
 
-    top = argparse.ArgumentParser(prog="fastcore", description="fastcore command line.")
+    top = argparse.ArgumentParser(
+        prog="fastcore", description="fastcore command line.",
+        epilog="fastcore bench --help lists the benchmark's options.")
+    top.add_argument("--version", action="version", version=f"fastcore {_version()}",
+                     help="print fastcore's version and exit")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     bench = commands.add_parser(
         "bench", help="time fastcore's structures on this machine",
@@ -82,8 +93,9 @@ def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     top, bench = parsers()
     args = top.parse_args(argv)           # exits 2 with a message on a bad option
-    if args.command is None:
-        top.error("name a command, e.g. fastcore bench")
+    if args.command is None:              # `fastcore` alone: what it can do
+        top.print_help()
+        return 0
     problem = cli.options_error(args)
     if problem:
         bench.error(problem)              # exits 2

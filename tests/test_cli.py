@@ -238,11 +238,24 @@ def test_bad_options_exit_2_with_a_message(tmp_path, arguments, message):
     assert done.stdout == ""
 
 
-def test_no_command_exits_2(tmp_path):
+def test_no_command_prints_help(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fastcore"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "name a command" in done.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: fastcore")
+    assert "bench" in done.stdout and "--version" in done.stdout
+
+
+def test_version_comes_from_the_package(tmp_path):
+    import importlib.metadata
+
+    import fastcore
+    done = subprocess.run([sys.executable, "-m", "fastcore", "--version"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"fastcore {fastcore.__version__}\n"
+    # the distribution's metadata is read from the same place when the wheel is built
+    assert importlib.metadata.version("fastcore-edge") == fastcore.__version__
 
 
 # In-process parts: the runner's reporting of what could not run, compare, progress.
