@@ -11,8 +11,10 @@ import sys
 __all__ = ["main", "parsers"]
 
 EPILOG = """\
-exit codes: 0 done; 1 a figure got slower than --tolerance against --compare;
-2 bad options; 3 a structure module failed to import or a workload raised.
+exit codes (the highest applies): 0 done; 1 a figure got slower than --tolerance against
+--compare; 2 bad options; 3 a structure module failed to import or a workload raised;
+4 a row failed: what it times could not be reached (e.g. --redis server down);
+130 interrupted (Ctrl-C, SIGTERM): what ran is printed and written.
 
 examples:
   fastcore bench --quick
@@ -71,13 +73,18 @@ def parsers() -> tuple:
     bench.add_argument("--plot", metavar="PATH",
                        help="write a PNG: ns/op against live keys, fastcore against peers")
     bench.add_argument("--compare", metavar="OLD.json",
-                       help="print the change against an earlier --json run; exit 1 when a "
-                            "figure got slower than --tolerance")
+                       help="print the change against an earlier --json run (version 1 or "
+                            "2); exit 1 when a figure got slower than --tolerance")
     bench.add_argument("--tolerance", type=cli.parse_fraction, metavar="FRACTION",
                        help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2)")
     bench.add_argument("--memory-keys", type=cli.parse_count, metavar="N",
                        help="keys (entries) at which memory is measured; 0 skips it "
                             "(default 1,000,000; 100,000 with --quick; 1,000 with --tiny)")
+    bench.add_argument("--row-cap", type=cli.parse_seconds, metavar="SECONDS",
+                       help="stop a row (setup, warm-up and timing) after this long and "
+                            "report it skipped; a row projected from fewer keys to twice it "
+                            "is skipped without running (default 15; 5 with --quick; 0: no "
+                            "cap)")
     bench.add_argument("--progress", choices=("auto", "rich", "plain", "none"),
                        default="auto", help="progress on stderr (default: rich on a "
                                             "terminal when installed, else one plain line)")

@@ -200,7 +200,7 @@ def test_compare_exits_1_when_a_figure_got_slower(baseline):
     done = bench(folder, "--tiny", "--only", "token", "--keys", "10", "--memory-keys", "0",
                  "--progress", "none", "--compare", "fast.json", "--tolerance", "0.2",
                  check_code=1)
-    assert "compared with fast.json (tolerance 20% slower)" in done.stdout
+    assert "compared with fast.json (tolerance 20% slower" in done.stdout
     assert "SLOWER" in done.stdout
 
 
@@ -497,3 +497,294 @@ def test_measure_threads_stops_its_threads_and_reraises_their_errors():
         measure_threads(Workload("fake", "f", "fastcore.F", setup, 1), 2, rounds=50,
                         round_time=0.0)
     assert threading.active_count() == before
+
+
+# Time caps: a row that runs past its cap is stopped and reported, never left running.
+
+CAPPED_WORKLOADS = '''
+import time
+from fastcore.benchmark.workload import Workload
+
+GIVE_UP_S = 120          # without a working cap these loops end here, and the test fails
+
+def _spin():
+    end = time.monotonic() + GIVE_UP_S
+    while time.monotonic() < end:
+        pass
+
+def _slow_setup():
+    _spin()
+    return lambda: None
+
+def _slow_call():
+    return _spin
+
+def _quick():
+    return lambda: sum(range(10))
+
+def workloads(keys, batch):
+    return [
+        Workload("fake", "sum", "fastcore.Quick", _quick, 10),
+        Workload("fake", "slow setup", "peer in a Python loop", _slow_setup, 1, kind="peer",
+                 peer="pytest"),
+        Workload("fake", "slow call", "fastcore.SlowCall", _slow_call, 1),
+        Workload("fake", "slow batch", "fastcore.SlowBatch", _slow_call, 1, batch=batch),
+    ]
+'''
+
+
+def test_rows_over_their_cap_are_stopped_and_reported(tmp_path, monkeypatch):
+    import threading
+    _fake_module(tmp_path, monkeypatch, "fake_capped_bench", CAPPED_WORKLOADS)
+    before = threading.active_count()
+    result = runner.run(_settings(structures=["fake_capped_bench"], peers=True, threads=2,
+                                  row_cap=0.3), progress.NullProgress())
+    rows = {(f.subject, f.threads): f for f in result.figures}
+    assert rows[("fastcore.Quick", 1)].status == "ok"
+    assert (rows[("peer in a Python loop", 1)].status,
+            rows[("peer in a Python loop", 1)].detail) == ("skipped", "over 0.3 s cap in setup")
+    assert rows[("fastcore.SlowCall", 1)].detail == "over 0.3 s cap in warm-up call"
+    for threads in (1, 2):
+        assert rows[("fastcore.SlowBatch", threads)].status == "skipped"
+    assert rows[("peer in a Python loop", 1)].median_ns is None
+    assert threading.active_count() == before        # no worker left spinning
+    assert result.failures == [] and result.failed == []
+    text = report.render(result)
+    assert "peer in a Python loop: skipped: over 0.3 s cap in setup" in text
+    document = schema.to_document(result, ["fastcore", "bench"])
+    jsonschema.validate(document, schema.SCHEMA)
+    assert document["settings"]["row_cap_s"] == 0.3
+
+
+def test_cap_stops_rounds_that_run_too_long():
+    # every call is quick, but there are many rounds of many calls: stopped in timing
+    timing_stage = []
+
+    def setup():
+        return lambda: sum(range(1000))
+    workload = Workload("fake", "sum", "fastcore.Sum", setup, 1)
+    from fastcore.benchmark.workload import OverCap, time_cap
+    with pytest.raises(OverCap):
+        with time_cap(0.2):
+            measure(workload, rounds=10**9, round_time=0.001, on_stage=timing_stage.append)
+    assert timing_stage == ["setup", "warm-up call", "timing"]
+
+
+def _cost(keys, setup_s, first_call_s=0.001, ops=10_000):
+    return runner._Cost(keys, ops, setup_s, first_call_s)
+
+
+def test_projection_skips_rows_the_cap_cannot_hold():
+    # cap 10 s: a row is skipped unprojected only beyond 2 x 10 s; rounds: 51 of 2 ms
+    # within 0.5 s, at least 5
+    settings = _settings(row_cap=10.0, rounds=51, round_time=0.002, max_time=0.5)
+    costs = runner.Costs()
+    workload = Workload("fake", "fill 1,000,000 keys", "peer", lambda: None, 10_000,
+                        kind="peer", keys=1_000_000)
+    series = costs._series("fake", workload, 1)
+    # one smaller size: its setup is not projected (fixed and per-key work unknown)
+    costs.series[series] = {100_000: _cost(100_000, 5.0)}
+    assert costs.reason_to_skip("fake", workload, 1, settings) is None
+    # two sizes: along the line through them, 2.5 s + 2.4 s per 99,000 keys x 900,000 keys
+    # = 24.3 s of setup, one call of 1 ms and 51 rounds of 2 ms: 24.4 s > 20 s
+    costs.series[series] = {1000: _cost(1000, 0.1), 100_000: _cost(100_000, 2.5)}
+    assert costs.reason_to_skip("fake", workload, 1, settings) == (
+        "projected 24 s > 10 s cap (setup 24.3 s, one call 0.00 s, from 100,000 keys)")
+    # 12.3 s: over the cap but not clearly; it runs, and the cap stops it if it must
+    costs.series[series] = {1000: _cost(1000, 0.1), 100_000: _cost(100_000, 1.3)}
+    assert costs.reason_to_skip("fake", workload, 1, settings) is None
+    # a call over every key: 0.1 s for 1,000 operations -> 100 s for 1,000,000, and at
+    # least 5 rounds of one call: 600 s
+    walk = Workload("fake", "walk 1,000,000 keys", "peer", lambda: None, 1_000_000,
+                    kind="peer", keys=1_000_000)
+    costs.series[costs._series("fake", walk, 1)] = {
+        1000: runner._Cost(1000, 1000, 0.0, 0.1)}
+    assert costs.reason_to_skip("fake", walk, 1, settings) == (
+        "projected 600 s > 10 s cap (setup 0.0 s, one call 100.00 s, from 1,000 keys)")
+    # over the cap at fewer keys already
+    costs.series[series] = {100_000: runner._Cost(100_000, 10_000, over_cap=True)}
+    assert (costs.reason_to_skip("fake", workload, 1, settings)
+            == "over 10 s cap at 100,000 keys already")
+    # other series, and rows that do not depend on keys, are never projected
+    other = Workload("fake", "fill 1,000,000 keys", "another peer", lambda: None, 10_000,
+                     kind="peer", keys=1_000_000)
+    assert costs.reason_to_skip("fake", other, 1, settings) is None
+    assert costs.reason_to_skip("fake", Workload("fake", "hot", "peer", lambda: None, 1),
+                                1, settings) is None
+    assert costs.reason_to_skip("fake", workload, 1, _settings(row_cap=None)) is None
+
+
+SIZED_WORKLOADS = '''
+import time
+from fastcore.benchmark.workload import Workload
+
+def _filled(keys):
+    def setup():
+        time.sleep(keys * 0.0001)             # a fill that costs 0.1 ms per key
+        return lambda: None
+    return setup
+
+def workloads(keys, batch):
+    return [Workload("fake", f"fill {keys:,} keys", "peer filled key by key",
+                     _filled(keys), 1, kind="peer", peer="pytest", keys=keys)]
+'''
+
+
+def test_sweep_skips_a_size_projected_past_the_cap(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_sized_bench", SIZED_WORKLOADS)
+    result = runner.run(_settings(structures=["fake_sized_bench"], peers=True,
+                                  keys=[1000, 5000, 1_000_000], row_cap=20.0),
+                        progress.NullProgress())
+    by_keys = {f.keys: f for f in result.figures}
+    assert by_keys[1000].status == by_keys[5000].status == "ok"
+    big = by_keys[1_000_000]
+    assert big.status == "skipped" and big.detail.startswith("projected ")
+    assert "> 20 s cap" in big.detail and "from 5,000 keys" in big.detail
+
+
+# Output written as results come in.
+
+def test_interrupted_run_prints_and_writes_what_ran(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_first_bench", FAKE_WORKLOADS.replace(
+        'Workload("fake", "broken", "fastcore.Broken", _broken, 1),', ''))
+    _fake_module(tmp_path, monkeypatch, "fake_interrupt_bench", '''
+from fastcore.benchmark.workload import Workload
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+def workloads(keys, batch):
+    return [Workload("fake2", "never", "fastcore.Never", _interrupt, 1)]
+''')
+    monkeypatch.setitem(registry.GROUPS, "fake_first_bench", ("fake_first_bench",))
+    top, _ = __import__("fastcore.__main__", fromlist=["parsers"]).parsers()
+    args = top.parse_args(["bench", "--tiny", "--memory-keys", "0", "--progress", "none",
+                           "--json", str(tmp_path / "out.json"),
+                           "--plot", str(tmp_path / "out.png")])
+    args.only = ["fake_first_bench", "fake_interrupt_bench"]
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    code = cli.run(args, [])
+    assert code == cli.EXIT_INTERRUPTED
+    document = json.loads((tmp_path / "out.json").read_text())
+    jsonschema.validate(document, schema.SCHEMA)
+    assert document["state"] == "interrupted"
+    assert [f["subject"] for f in document["figures"]] == ["fastcore.Fake", "floor: sum"]
+    assert png_size(tmp_path / "out.png")[0] > 200
+    printed = out.getvalue()
+    assert "\nfake_first_bench\n| operation " in printed          # the finished structure
+    assert "duration   INTERRUPTED after" in printed
+
+
+def test_json_is_complete_at_every_moment_of_a_killed_run(tmp_path):
+    # A real run, killed (SIGKILL: nothing runs after it) once the first rows are written.
+    import signal
+    import time
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastcore", "bench", "--only", "token", "--keys", "1e3,1e4",
+         "--memory-keys", "0", "--progress", "none", "--json", "live.json"],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    path = tmp_path / "live.json"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if path.exists() and json.loads(path.read_text())["figures"]:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    document = json.loads(path.read_text())        # never a truncated file
+    jsonschema.validate(document, schema.SCHEMA)
+    assert document["state"] == "running"
+    assert document["figures"] and all(f["structure"] == "token" for f in document["figures"])
+    assert b"fastcore bench \xc2\xb7 default mode" in out      # the header printed at once
+    assert not list(tmp_path.glob(".fastcore-bench-*"))    # no temporary file left behind
+
+
+# Schema version 2 and the files of version 1.
+
+def test_compare_reads_version_1_files(tmp_path, baseline):
+    _, document, _ = baseline
+    old = copy.deepcopy(document)
+    old["schema_version"] = 1
+    del old["state"]
+    for item in old["memory"]:
+        del item["status"], item["detail"]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(old))
+    assert schema.read(str(path))["schema_version"] == 1
+    result = compare.compare(schema.read(str(path)), document, 0.2)
+    assert result.changes and not result.only_old
+
+
+def test_schema_version_2_states_and_statuses():
+    assert schema.SCHEMA_VERSION == 2 and schema.READABLE_VERSIONS == (1, 2)
+    properties = schema.SCHEMA["properties"]
+    assert properties["state"]["enum"] == ["running", "complete", "interrupted"]
+    figure_status = properties["figures"]["items"]["properties"]["status"]["enum"]
+    assert {"skipped", "failed"} <= set(figure_status)
+    memory = {"structure": "token", "group": "token", "operation": "o", "subject": "s",
+              "keys": 10, "python_bytes": None, "core_bytes": None, "total_bytes": None,
+              "per": "key", "bytes_per_unit": None, "status": "skipped", "detail": "over cap"}
+    validator = jsonschema.Draft202012Validator(properties["memory"]["items"])
+    assert validator.is_valid(memory)
+    assert not validator.is_valid(dict(memory, status="ok"))     # ok needs its byte counts
+
+
+def test_row_cap_option(tmp_path):
+    done = bench(tmp_path, "--row-cap", "-1", check_code=2)
+    assert "--row-cap" in done.stderr
+    help_text = bench(tmp_path, "--help", check_code=0).stdout
+    assert "--row-cap SECONDS" in help_text and "4 a row failed" in help_text
+    args = __import__("fastcore.__main__", fromlist=["parsers"]).parsers()[0].parse_args
+    assert cli.settings_from(args(["bench", "--quick"])).row_cap == 5.0
+    assert cli.settings_from(args(["bench", "--row-cap", "0"])).row_cap is None
+    assert cli.settings_from(args(["bench", "--row-cap", "2.5"])).row_cap == 2.5
+
+
+def test_outputs_get_the_usual_file_permissions(full_run):
+    # written through temporary files, but readable like a plain open() would make them
+    _, _, png = full_run
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (png, png.parent / "out.json"):
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_memory_builds_over_the_cap_are_skipped(tmp_path, monkeypatch):
+    _fake_module(tmp_path, monkeypatch, "fake_memory_cap_bench", '''
+import time
+from fastcore.benchmark.workload import Workload
+
+def _slow(keys):
+    def setup():
+        if keys and keys > 100:                       # only the memory pass builds this big
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                pass
+        return lambda: None
+    return setup
+
+def workloads(keys, batch):
+    return [Workload("cache", "fill", "fastcore.Slow", _slow(keys), 1, keys=keys,
+                     memory=lambda run: 8),
+            Workload("cache", "whole", "fastcore.Whole", _slow(None), 1,
+                     memory=lambda run: 8)]
+''')
+    result = runner.run(_settings(structures=["fake_memory_cap_bench"], keys=[10],
+                                  memory_keys=1000, row_cap=0.3), progress.NullProgress())
+    by_subject = {m.subject: m for m in result.memory}
+    slow = by_subject["fastcore.Slow"]
+    assert (slow.status, slow.detail) == ("skipped", "over 0.3 s cap in setup (under "
+                                                     "tracemalloc)")
+    assert slow.total_bytes is None and slow.bytes_per_unit is None
+    assert by_subject["fastcore.Whole"].status == "ok"
+    text = report.render(result)
+    assert "fake_memory_cap_bench memory / fastcore.Slow at 1,000 keys: skipped: over" in text
+    jsonschema.validate(schema.to_document(result, ["t"]), schema.SCHEMA)
