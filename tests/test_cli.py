@@ -707,6 +707,46 @@ def test_json_is_complete_at_every_moment_of_a_killed_run(tmp_path):
     assert not list(tmp_path.glob(".fastcore-bench-*"))    # no temporary file left behind
 
 
+# Redis rows that never reached Redis are failures, not figures.
+
+def test_redis_that_cannot_be_reached_fails_its_rows(tmp_path):
+    from redis_fixtures import free_port
+    url = f"redis://127.0.0.1:{free_port()}/0"       # nothing listens there
+    done = bench(tmp_path, "--tiny", "--only", "histogram", "--memory-keys", "0",
+                 "--progress", "none", "--redis", url, "--json", "out.json",
+                 check_code=cli.EXIT_FAILED)
+    document = json.loads((tmp_path / "out.json").read_text())
+    jsonschema.validate(document, schema.SCHEMA)
+    rows = [f for f in document["figures"] if f["structure"] == "redis"]
+    assert rows and all(f["status"] == "failed" for f in rows), rows
+    for row in rows:
+        assert row["median_ns"] is None and row["ops_per_s"] is None
+        assert row["detail"].startswith("Redis not reachable: ConnectionError")
+    assert all(f["status"] == "ok" for f in document["figures"] if f["structure"] != "redis")
+    assert "failed rows (no figure)" in done.stderr
+    assert "Connection refused" in done.stderr or "connecting" in done.stderr
+    assert "| redis one decision per round trip, hot key " in done.stdout
+    assert " failed " in done.stdout and "ops/s" in done.stdout
+
+
+def test_redis_rows_fail_when_the_server_dies_after_setup(tmp_path):
+    from redis_fixtures import RedisServer
+    from fastcore.benchmark import redis as redis_bench
+    from fastcore.benchmark.workload import Unavailable
+    server = RedisServer(tmp_path)
+    try:
+        found = redis_bench.workloads(3, 2, server.url)
+        runs = {(w.operation, w.subject): w.setup() for w in found}
+        for run in runs.values():
+            run()                                  # all reach the server
+        server.kill()
+        for (operation, subject), run in runs.items():
+            with pytest.raises(Unavailable):
+                run()
+    finally:
+        server.stop()
+
+
 # Schema version 2 and the files of version 1.
 
 def test_compare_reads_version_1_files(tmp_path, baseline):
