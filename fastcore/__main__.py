@@ -11,8 +11,8 @@ import sys
 __all__ = ["main", "parsers"]
 
 EPILOG = """\
-exit codes (the highest applies): 0 done; 1 a figure got slower than --tolerance against
---compare; 2 bad options; 3 a structure module failed to import or a workload raised;
+exit codes (the highest applies): 0 done; 1 a fastcore row got slower than --tolerance
+against --compare; 2 bad options; 3 a structure module failed to import or a workload raised;
 4 a row failed: what it times could not be reached (e.g. --redis server down);
 130 interrupted (Ctrl-C, SIGTERM): what ran is printed and written.
 
@@ -74,9 +74,16 @@ def parsers() -> tuple:
                        help="write a PNG: ns/op against live keys, fastcore against peers")
     bench.add_argument("--compare", metavar="OLD.json",
                        help="print the change against an earlier --json run (version 1 or "
-                            "2); exit 1 when a figure got slower than --tolerance")
+                            "2); exit 1 when a fastcore row got slower than --tolerance")
     bench.add_argument("--tolerance", type=cli.parse_fraction, metavar="FRACTION",
-                       help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2)")
+                       help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2); a "
+                            "fastcore row is slower only beyond it after the machine speed "
+                            "factor, beyond the rounds' spread, in every --retime repetition "
+                            "and beyond the comparison's noise")
+    bench.add_argument("--retime", type=cli.parse_repeats, metavar="N",
+                       help="with --compare: time each fastcore row that looks slower again "
+                            "N times, between timings of its floors; it is reported slower "
+                            "only if every repetition is (default 3; 0: off)")
     bench.add_argument("--memory-keys", type=cli.parse_count, metavar="N",
                        help="keys (entries) at which memory is measured; 0 skips it "
                             "(default 1,000,000; 100,000 with --quick; 1,000 with --tiny)")

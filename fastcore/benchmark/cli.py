@@ -1,6 +1,6 @@
 """``fastcore bench``: turns parsed options into a run, then prints, writes and compares.
 
-Exit codes: 0 done; 1 a figure got slower than ``--tolerance`` against ``--compare``;
+Exit codes: 0 done; 1 a fastcore row got slower than ``--tolerance`` against ``--compare``;
 2 bad options (argparse's code); 3 a structure module failed to import or a workload
 raised (the run is incomplete; the report says what broke); 4 a row failed because what it
 times could not be reached (a Redis server that is down); 130 interrupted (Ctrl-C or
@@ -26,6 +26,7 @@ import time
 from fastcore.benchmark import compare, plot, progress, registry, report, runner, schema
 
 __all__ = ["parse_counts", "parse_count", "parse_names", "parse_fraction", "parse_seconds",
+           "parse_repeats",
            "options_error", "run", "EXIT_OK", "EXIT_SLOWER", "EXIT_USAGE", "EXIT_BROKEN",
            "EXIT_FAILED", "EXIT_INTERRUPTED"]
 
@@ -85,6 +86,17 @@ def parse_fraction(text: str) -> float:
     return value
 
 
+def parse_repeats(text: str) -> int:
+    """A number of repetitions, 0 to 20; for argparse ``type=``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (off) to 20 repetitions")
+    return value
+
+
 def parse_seconds(text: str) -> float:
     """A time cap in seconds, ``0`` for none; for argparse ``type=``."""
     try:
@@ -111,6 +123,8 @@ def options_error(args) -> str | None:
     """What is wrong with the combination of options, checked before anything runs."""
     if args.tolerance is not None and args.compare is None:
         return "--tolerance needs --compare OLD.json"
+    if args.retime is not None and args.compare is None:
+        return "--retime needs --compare OLD.json"
     if args.threads < 1:
         return f"--threads must be at least 1, got {args.threads}"
     if args.redis is not None and not args.redis.startswith(("redis://", "rediss://",
@@ -215,6 +229,22 @@ class _Outputs:
         return document
 
 
+def _retime(comparison, old: dict, document: dict, settings, repeats: int,
+            progress_mode: str) -> None:
+    """Time the rows that look slower again beside their floors (``compare.retime_plan``)."""
+    plan = compare.retime_plan(comparison, old, document)
+    if not plan:
+        return
+    shown = progress.make(progress_mode)
+    shown.start(len(plan))
+    shown.point(f"re-timing {len(plan)} rows that look slower, {repeats} times each")
+    try:
+        results = runner.retime(settings, plan, repeats, shown)
+    finally:
+        shown.finish()
+    compare.apply_retimes(comparison, old, document, plan, results)
+
+
 def _stop_on_sigterm():
     """Turn SIGTERM into KeyboardInterrupt, so ``timeout`` or a CI runner stopping the run
     still gets what ran printed and written; returns the previous handler."""
@@ -242,6 +272,9 @@ def run(args, argv: list) -> int:
         if old is not None:
             tolerance = 0.2 if args.tolerance is None else args.tolerance
             comparison = compare.compare(old, document, tolerance)
+            repeats = compare.REPEATS if args.retime is None else args.retime
+            if repeats and result.state == "complete":
+                _retime(comparison, old, document, settings, repeats, args.progress)
             sys.stdout.write("\n" + compare.render(comparison, args.compare))
     except KeyboardInterrupt:
         if "result" not in locals():
@@ -252,7 +285,7 @@ def run(args, argv: list) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     codes = [EXIT_OK]
-    if comparison is not None and comparison.regressions:
+    if comparison is not None and (comparison.regressions or comparison.overall_slower):
         codes.append(EXIT_SLOWER)
     if result.failed:
         sys.stderr.write("fastcore bench: failed rows (no figure):\n  "

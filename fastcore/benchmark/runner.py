@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import re
+import statistics
 import time
 import tracemalloc
 from dataclasses import dataclass, field
@@ -27,10 +28,12 @@ from typing import Optional
 
 from fastcore.benchmark import environment, registry
 from fastcore.benchmark.workload import (
-    MIN_ROUNDS, OverCap, PeerMissing, Unavailable, Workload, measure, measure_threads, time_cap,
+    MIN_ROUNDS, OverCap, PeerMissing, Unavailable, Workload, measure, measure_threads, prepare,
+    time_cap, time_rounds,
 )
 
-__all__ = ["MODES", "Settings", "Figure", "MemoryFigure", "Report", "run", "operation_family"]
+__all__ = ["MODES", "Settings", "Figure", "MemoryFigure", "Report", "run", "retime",
+           "operation_family"]
 
 # Timing and sweep presets: many short rounds (robust medians on a busy machine), cut off
 # by max_time so slow peers cost a few calls. "tiny" exists for the test suite: the whole
@@ -517,3 +520,78 @@ def run(settings: Settings, progress, on_update=None) -> Report:
         progress.finish()
     return state.refresh()
 
+
+def _find(settings: Settings, identities: set) -> dict:
+    """The workloads of these figure identities (threads ignored), built afresh by their
+    structure modules at the sweep points that hold them."""
+    wanted = {identity[:5]: identity for identity in identities}
+    found: dict = {}
+    for name in dict.fromkeys(identity[0] for identity in identities):
+        structure = registry.load(name)
+        if structure.status != "ok":
+            continue
+        for keys in settings.keys:
+            for batch in settings.batch:
+                if all(key in found for key in wanted if key[0] == name):
+                    break
+                try:
+                    workloads = _workloads(structure, keys, batch, settings.redis_url)
+                except Exception:
+                    continue
+                for workload in workloads:
+                    key = _identity(name, workload)
+                    if key in wanted and key not in found:
+                        found[key] = workload
+    return {identity: found[identity[:5]] for identity in identities
+            if identity[:5] in found}
+
+
+def retime(settings: Settings, plan: list, repeats: int, progress=None) -> dict:
+    """Time rows again, each beside its reference rows (floors), for ``--compare``.
+
+    ``plan``: ``[(identity, [reference identities])]``. ``repeats`` passes over the plan,
+    so the repetitions of one row are a whole pass apart (a burst of load seldom lasts that
+    long); in each, every row is set up with its references, then timed between two
+    timings of them. Returns identity -> ``[(row ns/op, [reference ns/op: the mean of
+    before and after])]``, one per pass, or a string saying why the row could not be timed
+    again. Each row with its references runs under ``row_cap`` per pass.
+    """
+    results: dict = {identity: [] for identity, _ in plan}
+    workloads = _find(settings, {identity for identity, refs in plan for identity in
+                                 [identity, *refs]})
+    options = dict(rounds=settings.rounds, max_time=settings.max_time)
+
+    def median_ns(prepared, workload) -> float:
+        run, calls = prepared
+        return statistics.median(time_rounds(run, calls, workload.ops, **options))
+
+    for identity, references in plan:
+        missing = [i for i in [identity, *references] if i not in workloads]
+        if identity[5] != 1:
+            results[identity] = "rows timed from several threads are not re-timed"
+        elif missing:
+            results[identity] = f"no workload for {' / '.join(map(str, missing[0][:3]))}"
+    for _ in range(repeats):
+        for identity, references in plan:
+            if isinstance(results[identity], str):
+                continue
+            if progress is not None:
+                progress.describe(f"re-timing {identity[0]} / {identity[1]} / {identity[2]}")
+            prepared = {}
+            try:
+                with time_cap(settings.row_cap):
+                    for item in [identity, *references]:
+                        prepared[item] = prepare(workloads[item], settings.round_time)
+                    before = [median_ns(prepared[r], workloads[r]) for r in references]
+                    row = median_ns(prepared[identity], workloads[identity])
+                    after = [median_ns(prepared[r], workloads[r]) for r in references]
+                results[identity].append((row, [(b + a) / 2 for b, a in zip(before, after)]))
+            except OverCap as over:
+                results[identity] = f"re-timing {over}"
+            except Exception as error:
+                results[identity] = f"re-timing failed: {type(error).__name__}: {error}"
+            finally:
+                prepared.clear()
+            if progress is not None:
+                progress.advance(1 / max(repeats, 1))
+    return results

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 __all__ = ["Workload", "Timing", "measure", "measure_threads", "peer_version", "PeerMissing",
-           "Unavailable", "OverCap", "time_cap", "time_rounds", "MIN_ROUNDS"]
+           "Unavailable", "OverCap", "time_cap", "time_rounds", "prepare", "MIN_ROUNDS"]
 
 
 class PeerMissing(Exception):
@@ -239,6 +239,15 @@ def time_rounds(run: Callable[[], object], calls: int, ops: int, *, rounds: int,
         if _out_of_time(deadline_ns, done, rounds):
             break
     return samples
+
+
+def prepare(workload: Workload, round_time: float) -> tuple:
+    """``(run, calls per round)``: the workload set up, warmed and calibrated, ready for
+    ``time_rounds`` as often as wanted (``--compare`` re-times rows this way)."""
+    if workload.peer:
+        peer_version(workload.peer)
+    run = workload.setup()
+    return run, _warm_and_calibrate(run, round_time)
 
 
 def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
