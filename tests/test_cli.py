@@ -1038,6 +1038,51 @@ def test_two_real_runs_of_the_same_build_do_not_regress(baseline):
     assert "fastcore rows: 0 slower beyond tolerance" in done.stdout
 
 
+# The plot: one small panel per operation, at most fastcore, floor and the fastest peer.
+
+def _report_of(document):
+    """A runner.Report holding a --json document's figures (what plot.write draws)."""
+    s = document["settings"]
+    settings = runner.Settings(
+        structures=s["structures"], keys=s["keys"], batch=s["batch"], rounds=s["rounds"],
+        round_time=s["round_time_s"], max_time=s["max_time_s"], memory_keys=s["memory_keys"],
+        mode=s["mode"], threads=s["threads"], peers=s["peers"], row_cap=s["row_cap_s"])
+    return runner.Report(settings, document["machine"], document["versions"],
+                         document["peers"], document["noise"], document["structures"],
+                         [runner.Figure(**f) for f in document["figures"]],
+                         [runner.MemoryFigure(**m) for m in document["memory"]], 0.0,
+                         document["duration_s"], document["state"])
+
+
+def test_plot_panels_hold_fastcore_the_floor_and_the_fastest_peer(peers_run, tmp_path):
+    from fastcore.benchmark import plot
+    _, document = peers_run
+    drawn = plot.panels(_report_of(document))
+    assert drawn["dots"], "the hot-key operations"
+    ok = [f for f in document["figures"] if f["status"] == "ok"]
+    for title, lines in drawn["keys"] + drawn["batch"] + drawn["dots"]:
+        assert set(lines) <= {"fastcore", "floor", "peer"} and "fastcore" in lines, title
+        if "peer" in lines:
+            subject, figures = lines["peer"]
+            group = {(f.operation, f.keys, f.batch) for f in figures}
+            rivals = [f for f in ok if f["kind"] == "peer"
+                      and (f["operation"], f["keys"], f["batch"]) in group]
+            most = max(f["keys"] or 0 for f in rivals)
+            fastest = min((f for f in rivals if (f["keys"] or 0) == most),
+                          key=lambda f: f["median_ns"])
+            assert subject == fastest["subject"], title
+    path = tmp_path / "peers.png"
+    plot.write(_report_of(document), str(path))
+    width, height = png_size(path)
+    assert width == 1440 and height < 1600          # 4 columns of 3.6 in at 100 dpi
+
+
+def test_full_run_plot_is_a_few_panels_wide(full_run):
+    _, document, path = full_run
+    width, height = png_size(path)
+    assert width == 1440 and 400 < height < 2400
+
+
 def test_outputs_get_the_usual_file_permissions(full_run):
     # written through temporary files, but readable like a plain open() would make them
     _, _, png = full_run
