@@ -1123,3 +1123,24 @@ def workloads(keys, batch):
     text = report.render(result)
     assert "fake_memory_cap_bench memory / fastcore.Slow at 1,000 keys: skipped: over" in text
     jsonschema.validate(schema.to_document(result, ["t"]), schema.SCHEMA)
+
+
+def test_plot_draws_the_largest_batch_against_keys_and_the_batches_apart():
+    from fastcore.benchmark import plot
+    figures = []
+    for keys in (1000, 100_000):
+        for batch in (64, 4096):        # spelled without a thousands comma, as token.py does
+            for subject, kind, ns in (("fastcore.K", "fastcore", 5.0), ("floor: f", "floor", 2)):
+                figures.append(runner.Figure(
+                    "token", "token", f"acquire_many per decision (batch {batch})", subject,
+                    kind, keys, batch, 1, batch, median_ns=ns * (1 + keys / 1e6)))
+    result = runner.Report(_settings(keys=[1000, 100_000], batch=[64, 4096]), {}, {}, {}, {},
+                           [], figures, [], 0.0, 1.0)
+    drawn = plot.panels(result)
+    assert [title for title, _ in drawn["keys"]] == [
+        "token: acquire_many per decision (batch 4096)"]
+    assert [title for title, _ in drawn["batch"]] == [
+        "token: acquire_many per decision at 100,000 keys, by batch size B"]
+    (_, lines), = drawn["batch"]
+    assert [f.batch for f in lines["fastcore"][1]] == [64, 4096]
+    assert [f.keys for f in lines["fastcore"][1]] == [100_000, 100_000]

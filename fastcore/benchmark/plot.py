@@ -51,6 +51,13 @@ def _family_key(figure) -> tuple:
     return (figure.structure, family, figure.threads)
 
 
+def _without_batch(figure, family: str) -> str:
+    """The family with the batch size taken out ("... (batch B)"), however it is spelled."""
+    for spelled in (f"{figure.batch:,}", str(figure.batch)):
+        family = re.sub(rf"(?<![\d,]){re.escape(spelled)}(?![\d,])", "B", family)
+    return family
+
+
 def _pick(members: list) -> dict:
     """The lines of one panel: kind -> (subject, [figures]) for the first fastcore subject,
     the first floor and the fastest peer (fastest at the most keys any peer reached)."""
@@ -83,7 +90,7 @@ def panels(report: Report) -> dict:
     largest_batch: dict = {}
     for figure in figures:
         if figure.batch is not None and figure.keys is not None:
-            key = (figure.structure, _family_key(figure)[1].replace(f"{figure.batch:,}", "B"))
+            key = (figure.structure, _without_batch(figure, _family_key(figure)[1]))
             largest_batch[key] = max(largest_batch.get(key, 0), figure.batch)
     families: dict = {}
     for figure in figures:
@@ -95,7 +102,7 @@ def panels(report: Report) -> dict:
         key_counts = {f.keys for f in members if f.keys is not None}
         batch = members[0].batch
         if batch is not None and members[0].keys is not None:
-            generic = (structure, family.replace(f"{batch:,}", "B"))
+            generic = (structure, _without_batch(members[0], family))
             batches.setdefault((generic, threads), []).extend(members)
             if batch != largest_batch.get(generic):
                 continue
@@ -118,8 +125,9 @@ def panels(report: Report) -> dict:
         for _, found in lines.values():
             found.sort(key=lambda f: f.batch)
         threaded = f", ×{threads} threads" if threads > 1 else ""
-        title = re.sub(r"\bB\b", "batch", re.sub(r"\bN\b", f"{most:,}", family))
-        batch_panels.append((f"{structure}: {title}{threaded}", lines))
+        title = re.sub(r"\s*\(batch B\)", "", re.sub(r"\bN\b", f"{most:,}", family))
+        at = "" if f"{most:,}" in title else f" at {most:,} keys"
+        batch_panels.append((f"{structure}: {title}{at}, by batch size B{threaded}", lines))
     return {"keys": keyed, "batch": batch_panels, "dots": dots}
 
 
@@ -150,30 +158,33 @@ def _log_axis(axis, which: str, time: bool) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
     scale = axis.xaxis if which == "x" else axis.yaxis
     (axis.set_xscale if which == "x" else axis.set_yscale)("log")
-    scale.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
+    low, high = (axis.get_xlim if which == "x" else axis.get_ylim)()
+    wide = low > 0 and high / low > 300          # over 2.5 decades: decades only, legible
+    scale.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0),
+                                       numticks=8))
     scale.set_minor_locator(NullLocator())       # minor ticks cost most of the drawing time
     scale.set_major_formatter(_ns_formatter() if time else
                               FuncFormatter(lambda value, _: _count(value)))
 
 
-def _line_label(kind: str, subject: str, report: Report) -> str:
-    if kind == "peer":
-        return f"fastest peer: {subject}"
-    return subject
-
-
-def _draw_lines(axis, lines: dict, x, report: Report) -> None:
+def _draw_lines(axis, lines: dict, x) -> None:
+    """The panel's lines, and above the plotting area who they are: fastcore's subject
+    (blue) and the fastest peer (orange); the floor is the grey dashed line."""
     for kind in ("peer", "floor", "fastcore"):          # fastcore drawn last, on top
-        if kind not in lines:
-            continue
-        subject, figures = lines[kind]
-        axis.plot([x(f) for f in figures], [f.median_ns for f in figures], linewidth=2,
-                  markersize=5, label=_line_label(kind, subject, report), **STYLE[kind])
-    handles, labels = axis.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda i: ("fastest peer" in labels[i],
-                                                      labels[i].startswith("floor")))
-    axis.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7,
-                loc="best", framealpha=0.85)
+        if kind in lines:
+            figures = lines[kind][1]
+            axis.plot([x(f) for f in figures], [f.median_ns for f in figures], linewidth=2,
+                      markersize=5, **STYLE[kind])
+    names = [(lines[kind][0] if kind == "fastcore" else f"fastest peer: {lines[kind][0]}",
+              STYLE[kind]["color"]) for kind in ("peer", "fastcore") if kind in lines]
+    for row, (name, colour) in enumerate(names):
+        axis.text(0, 1.03 + 0.085 * row, _clip(name, 52), transform=axis.transAxes,
+                  fontsize=7, color=colour, va="bottom")
+    return len(names)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _short(title: str, width: int = 40) -> str:
@@ -264,15 +275,15 @@ def write(report: Report, path: str) -> None:
         for place, (title, lines) in enumerate(grid):
             axis = figure.add_subplot(layout[place // COLUMNS, place % COLUMNS])
             by_batch = title in batch_titles
-            _draw_lines(axis, lines, (lambda f: f.batch) if by_batch else (lambda f: f.keys),
-                        report)
+            named = _draw_lines(axis, lines,
+                                (lambda f: f.batch) if by_batch else (lambda f: f.keys))
             _log_axis(axis, "x", time=False)
             _log_axis(axis, "y", time=True)
             axis.set_xlabel("batch size (calls per acquire_many)" if by_batch else "live keys",
                             fontsize=8)
             axis.set_ylabel("time per operation", fontsize=8)
             axis.tick_params(labelsize=8)
-            axis.set_title(_short(title), fontsize=9, loc="left")
+            axis.set_title(_short(title), fontsize=9, loc="left", pad=4 + 11 * named)
             axis.grid(True, which="major", alpha=0.3)
     if dots:
         layout = figure.add_gridspec(1, 1, left=DOT_LABELS / width, right=1 - 0.15 / width,
