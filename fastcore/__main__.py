@@ -11,8 +11,10 @@ import sys
 __all__ = ["main", "parsers"]
 
 EPILOG = """\
-exit codes: 0 done; 1 a figure got slower than --tolerance against --compare;
-2 bad options; 3 a structure module failed to import or a workload raised.
+exit codes (the highest applies): 0 done; 1 a fastcore row got slower than --tolerance
+against --compare; 2 bad options; 3 a structure module failed to import or a workload raised;
+4 a row failed: what it times could not be reached (e.g. --redis server down);
+130 interrupted (Ctrl-C, SIGTERM): what ran is printed and written.
 
 examples:
   fastcore bench --quick
@@ -22,11 +24,22 @@ examples:
 """
 
 
+def _version() -> str:
+    """``fastcore.__version__``: the one place the version is written (pyproject.toml reads
+    it from there too)."""
+    import fastcore
+    return fastcore.__version__
+
+
 def parsers() -> tuple:
     """The top-level parser and the ``bench`` subcommand's parser."""
     from fastcore.benchmark import cli
 
-    top = argparse.ArgumentParser(prog="fastcore", description="fastcore command line.")
+    top = argparse.ArgumentParser(
+        prog="fastcore", description="fastcore command line.",
+        epilog="fastcore bench --help lists the benchmark's options.")
+    top.add_argument("--version", action="version", version=f"fastcore {_version()}",
+                     help="print fastcore's version and exit")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     bench = commands.add_parser(
         "bench", help="time fastcore's structures on this machine",
@@ -60,13 +73,25 @@ def parsers() -> tuple:
     bench.add_argument("--plot", metavar="PATH",
                        help="write a PNG: ns/op against live keys, fastcore against peers")
     bench.add_argument("--compare", metavar="OLD.json",
-                       help="print the change against an earlier --json run; exit 1 when a "
-                            "figure got slower than --tolerance")
+                       help="print the change against an earlier --json run (version 1 or "
+                            "2); exit 1 when a fastcore row got slower than --tolerance")
     bench.add_argument("--tolerance", type=cli.parse_fraction, metavar="FRACTION",
-                       help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2)")
+                       help="slowdown allowed by --compare, 0.2 = 20%% (default 0.2); a "
+                            "fastcore row is slower only beyond it after the machine speed "
+                            "factor, beyond the rounds' spread, in every --retime repetition "
+                            "and beyond the comparison's noise")
+    bench.add_argument("--retime", type=cli.parse_repeats, metavar="N",
+                       help="with --compare: time each fastcore row that looks slower again "
+                            "N times, between timings of its floors; it is reported slower "
+                            "only if every repetition is (default 3; 0: off)")
     bench.add_argument("--memory-keys", type=cli.parse_count, metavar="N",
                        help="keys (entries) at which memory is measured; 0 skips it "
                             "(default 1,000,000; 100,000 with --quick; 1,000 with --tiny)")
+    bench.add_argument("--row-cap", type=cli.parse_seconds, metavar="SECONDS",
+                       help="stop a row (setup, warm-up and timing) after this long and "
+                            "report it skipped; a row projected from fewer keys to twice it "
+                            "is skipped without running (default 15; 5 with --quick; 0: no "
+                            "cap)")
     bench.add_argument("--progress", choices=("auto", "rich", "plain", "none"),
                        default="auto", help="progress on stderr (default: rich on a "
                                             "terminal when installed, else one plain line)")
@@ -82,8 +107,9 @@ def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     top, bench = parsers()
     args = top.parse_args(argv)           # exits 2 with a message on a bad option
-    if args.command is None:
-        top.error("name a command, e.g. fastcore bench")
+    if args.command is None:              # `fastcore` alone: what it can do
+        top.print_help()
+        return 0
     problem = cli.options_error(args)
     if problem:
         bench.error(problem)              # exits 2

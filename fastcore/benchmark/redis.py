@@ -9,6 +9,12 @@ built), fastcore's ``acquire_many`` pipelined in batches of
 does its full work); fastcore's rate is capped by the Redis engine's exact range (tau at
 most 2**50 ns), so it uses 1,000,000 tokens/s with a burst of 1,000,000.
 Keys live under a prefix of this run's own and are deleted by ``cleanup(url)``.
+
+A row whose calls never reached Redis has no figure: every setup first checks that the
+server answers ``PING`` (within ``CONNECT_TIMEOUT_S``), and every timed call of a fastcore
+limiter checks afterwards that none of its Redis calls failed (the limiters answer a failed
+call locally, by ``on_error``, in about a microsecond: those are not Redis figures). Either
+raises ``Unavailable``, which the runner reports as a "failed" row.
 """
 
 from __future__ import annotations
@@ -16,15 +22,16 @@ from __future__ import annotations
 import os
 from collections import deque
 
-from fastcore.benchmark.workload import Workload
+from fastcore.benchmark.workload import Unavailable, Workload
 
-__all__ = ["workloads", "cleanup", "PREFIX"]
+__all__ = ["workloads", "cleanup", "reachable", "PREFIX"]
 
 PREFIX = f"fcbench{os.getpid()}:"
 RATE = 1_000_000                 # tokens/s (tau = 1 s): nothing is denied at these speeds
 LIMITS_RATE = "1000000/second"
 ONE_BY_ONE_OPS = 200             # decisions per timed call, one round trip each
 LEASE = 50
+CONNECT_TIMEOUT_S = 3.0          # connect and read timeout of the reachability check
 
 
 def _keys(count: int) -> list:
@@ -40,6 +47,22 @@ def _client(url):
     return redis.Redis.from_url(url)
 
 
+def reachable(url) -> None:
+    """Raise ``Unavailable`` unless the server at ``url`` answers PING; no retries, at most
+    about ``CONNECT_TIMEOUT_S`` seconds for a connect and as long for the reply."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                  socket_timeout=CONNECT_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        raise Unavailable(f"Redis not reachable: {type(error).__name__}: {error}") from None
+    finally:
+        client.close()
+
+
 def _limiter(url, **options):
     from fastcore.redis import RedisTokenBucket
     return RedisTokenBucket(_client(url), RATE, RATE, prefix=PREFIX, **options)
@@ -50,24 +73,55 @@ def _one_by_one(url, keys, build):
     sequence = _cycle(keys, ONE_BY_ONE_OPS)
 
     def setup():
-        call = build(url)
+        reachable(url)
+        built = build(url)
+        limiter, call = built if isinstance(built, tuple) else (None, built)
+
         def run():
             deque(map(call, sequence), 0)
-        return run
+        if limiter is None:
+            return _raising_checked(run, url)
+        return _errors_checked(run, limiter)
     return setup
 
 
+def _raising_checked(run, url):
+    """``run`` of a subject that raises when Redis fails (limits, PING): an error raised while
+    the server no longer answers is ``Unavailable``, any other error is the workload's."""
+    def checked():
+        try:
+            run()
+        except Exception as error:
+            reachable(url)        # raises Unavailable when the server is gone
+            raise error
+    return checked
+
+
+def _errors_checked(run, limiter):
+    """``run`` followed by the check that none of ``limiter``'s Redis calls failed."""
+    def checked():
+        run()
+        if limiter.status()["errors"]:
+            status = limiter.status()
+            raise Unavailable(f"{status['errors']} Redis call(s) failed, decisions answered "
+                              f"locally by on_error: {status['last_error']}")
+    return checked
+
+
 def _fastcore_try(url):
-    return _limiter(url).try_acquire
+    limiter = _limiter(url)
+    return limiter, limiter.try_acquire
 
 
 def _fastcore_window_try(url):
     from fastcore.redis import RedisSlidingWindow
-    return RedisSlidingWindow(_client(url), RATE, 1.0, slices=10, prefix=PREFIX).try_acquire
+    limiter = RedisSlidingWindow(_client(url), RATE, 1.0, slices=10, prefix=PREFIX)
+    return limiter, limiter.try_acquire
 
 
 def _fastcore_lease(url):
-    return _limiter(url, lease=LEASE).try_acquire
+    limiter = _limiter(url, lease=LEASE)
+    return limiter, limiter.try_acquire
 
 
 def _limits(strategy_name):
@@ -92,10 +146,13 @@ def _batched(url, keys, batch):
     batches = [sequence[i:i + batch] for i in range(0, len(sequence), batch)]
 
     def setup():
-        acquire_many = _limiter(url).acquire_many
+        reachable(url)
+        limiter = _limiter(url)
+        acquire_many = limiter.acquire_many
+
         def run():
             deque(map(acquire_many, batches), 0)
-        return run
+        return _errors_checked(run, limiter)
     return setup, len(sequence)
 
 

@@ -1,18 +1,21 @@
-"""The printed report: a header (machine, versions, noise, peers, structures) and one
-Markdown-compatible table per structure, then memory and everything that did not run.
+"""The printed report: a header (machine, versions, structures, sweep), one
+Markdown-compatible table per structure, then memory, everything that did not run, the
+peers and how noisy the run was.
 
+The parts print as the run goes (``start``, ``structure_section``, ``closing``): a run
+stopped early has printed every structure it finished. ``render`` is all of them at once.
 Tables are plain text with ``|`` columns so they read in a terminal and paste into a
 README unchanged.
 """
 
 from __future__ import annotations
 
-import re
 import time
 
+from fastcore.benchmark import runner
 from fastcore.benchmark.runner import Figure, Report
 
-__all__ = ["render", "operation_family", "series_name", "format_ns", "format_rate",
+__all__ = ["render", "start", "structure_section", "closing", "operation_family", "series_name", "format_ns", "format_rate",
            "format_ratio", "format_bytes", "table"]
 
 
@@ -69,7 +72,8 @@ def table(header: list, rows: list) -> str:
 
 def _looks_numeric(cell: str) -> bool:
     """Figures, placeholders, and the status words that stand in a figure's place."""
-    return cell in ("-", "missing", "error") or cell[:1].isdigit() or cell[:1] == "±"
+    return (cell in ("-", "missing", "error", "skipped", "failed") or cell[:1].isdigit()
+            or cell[:1] == "±")
 
 
 def _memory_cell(figure: Figure) -> str:
@@ -97,11 +101,7 @@ def _figure_row(figure: Figure, first_in_group: bool, threads: bool) -> list:
 
 def operation_family(figure: Figure) -> str:
     """The operation with its key count taken out ("try_acquire N keys round robin")."""
-    operation = figure.operation
-    if figure.keys is not None:
-        for spelled in (f"{figure.keys:,}", str(figure.keys)):
-            operation = re.sub(rf"(?<![\d,]){re.escape(spelled)}(?![\d,])", "N", operation)
-    return operation
+    return runner.operation_family(figure.operation, figure.keys)
 
 
 def series_name(figure: Figure) -> str:
@@ -148,6 +148,10 @@ def memory_table(report: Report) -> str:
               "per unit"]
     rows = []
     for item in report.memory:
+        if item.status != "ok":
+            rows.append([item.structure, item.operation, item.subject, _count(item.keys),
+                         item.status, "", "", ""])
+            continue
         per = (f"{format_bytes(item.bytes_per_unit)}/{item.per}" if item.per
                else f"{format_bytes(item.total_bytes)} each")
         rows.append([item.structure, item.operation, item.subject, _count(item.keys),
@@ -158,31 +162,18 @@ def memory_table(report: Report) -> str:
 
 
 def header_lines(report: Report) -> list:
-    machine, versions, noise = report.machine, report.versions, report.noise
+    """What is known before anything is timed: machine, versions, structures, sweep."""
+    machine, versions = report.machine, report.versions
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.started))
     memory = (f" · {machine['memory_bytes'] / 2**30:.1f} GiB"
               if machine.get("memory_bytes") else "")
     lines = [
-        f"fastcore bench · {report.settings.mode} mode · {when} · {report.duration_s:.1f} s",
+        f"fastcore bench · {report.settings.mode} mode · {when}",
         f"machine    {machine['cpu']} · {machine['arch']} · {machine['cpus']} CPUs "
         f"({machine['cpus_usable']} usable){memory} · {machine['os']}",
         f"versions   {versions['implementation']} {versions['python']} · "
         f"numpy {versions['numpy']} · fastcore {versions['fastcore']}",
     ]
-    load = ""
-    if noise["load_average_start"] is not None:
-        load = (f"; load average {noise['load_average_start']:.1f} -> "
-                f"{noise['load_average_end']:.1f} on {machine['cpus_usable']} CPUs")
-    lines.append(
-        f"noise      {noise['verdict']}: rounds within ±{100 * noise['median_spread']:.1f}% "
-        f"(median spread), worst ±{100 * noise['max_spread']:.1f}%; reference loop drift "
-        f"{100 * noise['reference_drift']:+.1f}%{load}")
-    if report.settings.peers:
-        installed = [f"{name} {version}" for name, version in sorted(report.peers.items())
-                     if version]
-        missing = [name for name, version in sorted(report.peers.items()) if not version]
-        lines.append("peers      " + (" · ".join(installed) or "none installed")
-                     + (f" · MISSING: {', '.join(missing)}" if missing else ""))
     lines.append("structures " + " · ".join(
         s["name"] if s["status"] == "ok" else f"{s['name']} {s['status']}"
         for s in report.structures))
@@ -192,9 +183,35 @@ def header_lines(report: Report) -> list:
              f"rounds of {1000 * settings.round_time:g} ms"
              + (f" within {settings.max_time:g} s" if settings.max_time else "")
              + " per figure")
+    if settings.row_cap is not None:
+        sweep += f" · at most {settings.row_cap:g} s per row"
     if settings.threads > 1:
         sweep += f" · batch calls also from {settings.threads} threads (aggregate)"
     lines.append(sweep)
+    return lines
+
+
+def summary_lines(report: Report) -> list:
+    """What is known at the end: peers, noise, duration."""
+    machine, noise = report.machine, report.noise
+    lines = []
+    if report.settings.peers:
+        installed = [f"{name} {version}" for name, version in sorted(report.peers.items())
+                     if version]
+        missing = [name for name, version in sorted(report.peers.items()) if not version]
+        lines.append("peers      " + (" · ".join(installed) or "none installed")
+                     + (f" · MISSING: {', '.join(missing)}" if missing else ""))
+    load = ""
+    if noise["load_average_start"] is not None:
+        load = (f"; load average {noise['load_average_start']:.1f} -> "
+                f"{noise['load_average_end']:.1f} on {machine['cpus_usable']} CPUs")
+    lines.append(
+        f"noise      {noise['verdict']}: rounds within ±{100 * noise['median_spread']:.1f}% "
+        f"(median spread), worst ±{100 * noise['max_spread']:.1f}%; reference loop drift "
+        f"{100 * noise['reference_drift']:+.1f}%{load}")
+    done = {"complete": "done in", "interrupted": "INTERRUPTED after",
+            "running": "running for"}[report.state]
+    lines.append(f"duration   {done} {report.duration_s:.1f} s")
     return lines
 
 
@@ -203,20 +220,31 @@ def not_run_lines(report: Report) -> list:
              if s["status"] != "ok"]
     lines += [f"  {f.structure} / {f.operation} / {f.subject}: {f.status}: {f.detail}"
               for f in report.figures if f.status != "ok"]
+    lines += [f"  {m.structure} memory / {m.subject} at {_count(m.keys)} keys: {m.status}: "
+              f"{m.detail}" for m in report.memory if m.status != "ok"]
     return lines
 
 
-def render(report: Report) -> str:
-    """The whole printed report."""
-    parts = ["\n".join(header_lines(report))]
-    threads = report.settings.threads > 1
-    for structure in report.structures:
-        figures = [f for f in report.figures if f.structure == structure["name"]]
-        if figures:
-            parts.append(f"{structure['name']}\n" + structure_table(figures, threads))
-            scaling = scaling_table(figures)
-            if scaling:
-                parts.append(f"{structure['name']}: scaling with live keys\n" + scaling)
+def start(report: Report) -> str:
+    """The header, printed before anything is timed."""
+    return "\n".join(header_lines(report)) + "\n"
+
+
+def structure_section(report: Report, name: str) -> str | None:
+    """One structure's table (and its scaling table when keys were swept)."""
+    figures = [f for f in report.figures if f.structure == name]
+    if not figures:
+        return None
+    parts = [f"{name}\n" + structure_table(figures, report.settings.threads > 1)]
+    scaling = scaling_table(figures)
+    if scaling:
+        parts.append(f"{name}: scaling with live keys\n" + scaling)
+    return "\n\n".join(parts) + "\n"
+
+
+def closing(report: Report) -> str:
+    """Memory, what did not run, peers, noise and the duration: printed at the end."""
+    parts = []
     if report.memory:
         parts.append(f"memory: structures built at {report.settings.memory_keys:,} keys "
                      "(Python objects by tracemalloc, C allocations by memory_bytes(); "
@@ -224,7 +252,19 @@ def render(report: Report) -> str:
     missing = not_run_lines(report)
     if missing:
         parts.append("not run (reported, never dropped):\n" + "\n".join(missing))
+    parts.append("\n".join(summary_lines(report)))
     parts.append("ns/op: median over rounds; spread: interquartile range / median; "
                  "vs fastcore / vs floor: ns/op over the group's fastcore / floor row "
                  "(above 1 is slower)")
     return "\n\n".join(parts) + "\n"
+
+
+def render(report: Report) -> str:
+    """The whole printed report."""
+    parts = [start(report)]
+    for structure in report.structures:
+        section = structure_section(report, structure["name"])
+        if section:
+            parts.append(section)
+    parts.append(closing(report))
+    return "\n".join(parts)

@@ -4,21 +4,32 @@
 fields may appear without a new version, so readers must ignore fields they do not know.
 ``python -m fastcore bench --schema`` prints ``SCHEMA``. Field meanings are documented in
 the README ("Benchmark tool") and in bench/README.md.
+
+Version 2 (from version 1): a figure's ``status`` may also be "skipped" (over the row time
+cap) or "failed" (its subject could not be reached); a memory figure has ``status`` and
+``detail``, and null byte counts when skipped; the document has ``state`` ("running" while
+the run is still writing it, "complete", "interrupted") and ``settings.row_cap_s``.
+``read`` accepts both versions (``--compare`` against a version 1 file works).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 
 from fastcore.benchmark.runner import Report
 
-__all__ = ["SCHEMA_VERSION", "SCHEMA", "to_document", "write", "read", "SchemaError"]
+__all__ = ["SCHEMA_VERSION", "READABLE_VERSIONS", "SCHEMA", "to_document", "write", "read",
+           "publish", "SchemaError"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)        # what ``read`` (``--compare``) accepts
 
 _number_or_null = {"type": ["number", "null"]}
 _int_or_null = {"type": ["integer", "null"]}
@@ -42,7 +53,7 @@ _FIGURE = {
         "ops_per_call": {"type": "integer", "minimum": 1},
         "peer": _string_or_null,
         "peer_version": _string_or_null,
-        "status": {"enum": ["ok", "missing", "error"]},
+        "status": {"enum": ["ok", "missing", "error", "skipped", "failed"]},
         "detail": {"type": "string"},
         "median_ns": _number_or_null,
         "q1_ns": _number_or_null,
@@ -59,36 +70,43 @@ _FIGURE = {
 _MEMORY = {
     "type": "object",
     "required": ["structure", "group", "operation", "subject", "keys", "python_bytes",
-                 "core_bytes", "total_bytes", "per", "bytes_per_unit"],
+                 "core_bytes", "total_bytes", "per", "bytes_per_unit", "status", "detail"],
     "properties": {
         "structure": {"type": "string"},
         "group": {"type": "string"},
         "operation": {"type": "string"},
         "subject": {"type": "string"},
         "keys": _int_or_null,
-        "python_bytes": {"type": "integer", "minimum": 0},
+        "python_bytes": {"type": ["integer", "null"], "minimum": 0},
         "core_bytes": {"type": ["integer", "null"], "minimum": 0},
-        "total_bytes": {"type": "integer", "minimum": 0},
+        "total_bytes": {"type": ["integer", "null"], "minimum": 0},
         "per": {"enum": ["key", "entry", None]},
-        "bytes_per_unit": {"type": "number"},
+        "bytes_per_unit": _number_or_null,
+        "status": {"enum": ["ok", "skipped"]},
+        "detail": {"type": "string"},
     },
+    "if": {"properties": {"status": {"const": "ok"}}},
+    "then": {"properties": {"python_bytes": {"type": "integer"},
+                            "total_bytes": {"type": "integer"},
+                            "bytes_per_unit": {"type": "number"}}},
 }
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "fastcore bench results",
     "type": "object",
-    "required": ["schema_version", "created", "command", "duration_s", "settings", "machine",
-                 "versions", "peers", "noise", "structures", "figures", "memory"],
+    "required": ["schema_version", "state", "created", "command", "duration_s", "settings",
+                 "machine", "versions", "peers", "noise", "structures", "figures", "memory"],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
+        "state": {"enum": ["running", "complete", "interrupted"]},
         "created": {"type": "string"},
         "command": {"type": "array", "items": {"type": "string"}},
         "duration_s": {"type": "number"},
         "settings": {
             "type": "object",
             "required": ["mode", "structures", "keys", "batch", "threads", "peers", "redis",
-                         "rounds", "round_time_s", "max_time_s", "memory_keys"],
+                         "rounds", "round_time_s", "max_time_s", "memory_keys", "row_cap_s"],
             "properties": {
                 "mode": {"enum": ["default", "quick", "tiny"]},
                 "structures": {"type": "array", "items": {"type": "string"}},
@@ -101,6 +119,7 @@ SCHEMA = {
                 "round_time_s": {"type": "number"},
                 "max_time_s": {"type": ["number", "null"]},
                 "memory_keys": {"type": "integer"},
+                "row_cap_s": {"type": ["number", "null"]},
             },
         },
         "machine": {
@@ -155,6 +174,7 @@ def to_document(report: Report, command: list | None = None) -> dict:
     settings = report.settings
     return {
         "schema_version": SCHEMA_VERSION,
+        "state": report.state,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(report.started)),
         "command": list(sys.argv if command is None else command),
         "duration_s": report.duration_s,
@@ -170,6 +190,7 @@ def to_document(report: Report, command: list | None = None) -> dict:
             "round_time_s": settings.round_time,
             "max_time_s": settings.max_time,
             "memory_keys": settings.memory_keys,
+            "row_cap_s": settings.row_cap,
         },
         "machine": report.machine,
         "versions": report.versions,
@@ -183,10 +204,30 @@ def to_document(report: Report, command: list | None = None) -> dict:
     }
 
 
+def publish(temporary: str, path: str) -> None:
+    """Rename a finished temporary file over ``path`` with the permissions a plain
+    ``open(path, "w")`` would have given it (a temporary file is private to its owner)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+
+
 def write(document: dict, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as out:
-        json.dump(document, out, indent=1, allow_nan=False)
-        out.write("\n")
+    """Write atomically (a temporary file renamed over ``path``): a run killed while writing
+    leaves the previous complete file, never a truncated one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".fastcore-bench-", suffix=".json",
+                                         dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(document, out, indent=1, allow_nan=False)
+            out.write("\n")
+        publish(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def read(path: str) -> dict:
@@ -200,9 +241,10 @@ def read(path: str) -> dict:
         raise SchemaError(f"{path} is not JSON: {error}") from None
     if not isinstance(document, dict) or "schema_version" not in document:
         raise SchemaError(f"{path} is not a fastcore bench results file (no schema_version)")
-    if document["schema_version"] != SCHEMA_VERSION:
+    if document["schema_version"] not in READABLE_VERSIONS:
         raise SchemaError(f"{path} has schema_version {document['schema_version']!r}; "
-                          f"this fastcore reads version {SCHEMA_VERSION}")
+                          f"this fastcore reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}")
     figures = document.get("figures")
     if not isinstance(figures, list) or not all(
             isinstance(f, dict) and {"structure", "operation", "subject", "status",

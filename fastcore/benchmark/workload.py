@@ -8,8 +8,10 @@ per-operation loop overhead is a few ns, as in the peer figures of PEERS.md.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.metadata
+import signal
 import statistics
 import threading
 import time
@@ -17,11 +19,60 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 __all__ = ["Workload", "Timing", "measure", "measure_threads", "peer_version", "PeerMissing",
-           "MIN_ROUNDS"]
+           "Unavailable", "OverCap", "time_cap", "time_rounds", "prepare", "MIN_ROUNDS"]
 
 
 class PeerMissing(Exception):
     """A peer library needed by a workload is not installed (reported, never dropped)."""
+
+
+class Unavailable(Exception):
+    """What a workload times could not be reached (a Redis server that is down): the row
+    has no figure, and the run says it failed."""
+
+
+class OverCap(Exception):
+    """Raised into the main thread when a row runs past its time cap (see ``time_cap``)."""
+
+    def __init__(self, cap: float):
+        super().__init__(f"over {cap:g} s cap")
+        self.cap = cap
+
+
+# After the first alarm, the cap fires again this often until the row has stopped: an
+# OverCap raised where Python swallows exceptions (a __del__, a weakref callback) is lost.
+_CAP_REPEAT_S = 0.5
+
+
+@contextlib.contextmanager
+def time_cap(seconds: Optional[float]):
+    """Raise ``OverCap`` in this (main) thread once ``seconds`` have passed inside the block.
+
+    A real-time interval timer (SIGALRM): it stops Python code between two bytecodes, so a
+    peer's long setup loop ends at the cap; one C call that never returns to Python (a
+    single huge numpy call) ends only when that call returns. Without a cap, outside the
+    main thread, or where the platform has no ``setitimer``, the block runs unbounded.
+    """
+    if (seconds is None or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    state = {"armed": True}
+
+    def fire(signum, frame):
+        if not state["armed"]:          # a late alarm after the block: nothing to stop
+            return
+        signal.setitimer(signal.ITIMER_REAL, _CAP_REPEAT_S)
+        raise OverCap(seconds)
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-6))
+    try:
+        yield
+    finally:
+        state["armed"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -62,6 +113,8 @@ class Timing:
     samples_ns: list = field(default_factory=list)
     memory_bytes: Optional[int] = None
     threads: int = 1
+    setup_s: Optional[float] = None        # seconds ``workload.setup()`` took
+    first_call_s: Optional[float] = None   # seconds of the first (warm-up) call of run()
 
     @property
     def median_ns(self) -> float:
@@ -97,13 +150,31 @@ def peer_version(distribution: str) -> str:
         raise PeerMissing(f"{distribution} is not installed (pip install 'fastcore-edge[bench]')")
 
 
-def _warm_and_calibrate(run: Callable[[], object], round_time: float) -> int:
+def _stage(on_stage, name: str) -> None:
+    if on_stage is not None:
+        on_stage(name)
+
+
+def _set_up(workload: Workload, timing: "Timing", on_stage) -> Callable[[], object]:
+    _stage(on_stage, "setup")
+    start = time.perf_counter()
+    run = workload.setup()
+    timing.setup_s = time.perf_counter() - start
+    return run
+
+
+def _warm_and_calibrate(run: Callable[[], object], round_time: float,
+                        timing: Optional["Timing"] = None, on_stage=None) -> int:
     """Call ``run`` once to warm caches and lazily built state, then return the calls per
     round that make one round last about ``round_time`` seconds (1 without further calls
     when the warm-up call alone lasted a round: a slow peer then costs no extra calls)."""
+    _stage(on_stage, "warm-up call")
     start = time.perf_counter_ns()
     run()
-    if time.perf_counter_ns() - start >= round_time * 1e9:
+    first = time.perf_counter_ns() - start
+    if timing is not None:
+        timing.first_call_s = first / 1e9
+    if first >= round_time * 1e9:
         return 1
     calls = 1
     while True:
@@ -129,7 +200,7 @@ def _deadline(max_time) -> Optional[int]:
 
 
 def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05,
-            max_time: Optional[float] = None) -> Timing:
+            max_time: Optional[float] = None, on_stage=None) -> Timing:
     """Time ``workload``: ``rounds`` rounds of at least ``round_time`` seconds each.
 
     With ``max_time`` (seconds), stop after that long once ``MIN_ROUNDS`` rounds are done:
@@ -137,44 +208,68 @@ def measure(workload: Workload, *, rounds: int = 7, round_time: float = 0.05,
     make the median robust on a busy machine: most rounds then run without being
     preempted. Garbage collection stays on (as in production) but runs once before timing
     starts. Raises ``PeerMissing`` when the workload's peer is not installed.
+    ``on_stage(name)`` is told "setup", "warm-up call" and "timing" as each begins.
     """
     if workload.peer:
         peer_version(workload.peer)
-    run = workload.setup()
-    calls = _warm_and_calibrate(run, round_time)
     timing = Timing(workload)
+    run = _set_up(workload, timing, on_stage)
+    calls = _warm_and_calibrate(run, round_time, timing, on_stage)
     gc.collect()
+    _stage(on_stage, "timing")
+    timing.samples_ns = time_rounds(run, calls, workload.ops, rounds=rounds,
+                                    max_time=max_time)
+    if workload.memory is not None:
+        timing.memory_bytes = workload.memory(run)
+    return timing
+
+
+def time_rounds(run: Callable[[], object], calls: int, ops: int, *, rounds: int,
+                max_time: Optional[float] = None) -> list:
+    """ns per operation of up to ``rounds`` rounds of ``calls`` calls of ``run`` (each
+    ``ops`` operations), stopping after ``max_time`` seconds once ``MIN_ROUNDS`` are done."""
+    samples = []
     deadline_ns = _deadline(max_time)
     for done in range(1, rounds + 1):
         start = time.perf_counter_ns()
         for _ in range(calls):
             run()
         elapsed = time.perf_counter_ns() - start
-        timing.samples_ns.append(elapsed / (calls * workload.ops))
+        samples.append(elapsed / (calls * ops))
         if _out_of_time(deadline_ns, done, rounds):
             break
-    if workload.memory is not None:
-        timing.memory_bytes = workload.memory(run)
-    return timing
+    return samples
+
+
+def prepare(workload: Workload, round_time: float) -> tuple:
+    """``(run, calls per round)``: the workload set up, warmed and calibrated, ready for
+    ``time_rounds`` as often as wanted (``--compare`` re-times rows this way)."""
+    if workload.peer:
+        peer_version(workload.peer)
+    run = workload.setup()
+    return run, _warm_and_calibrate(run, round_time)
 
 
 def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
-                    round_time: float = 0.05, max_time: Optional[float] = None) -> Timing:
+                    round_time: float = 0.05, max_time: Optional[float] = None,
+                    on_stage=None) -> Timing:
     """Time ``workload`` called from ``threads`` threads at once on one shared structure.
 
     Each round releases all threads together and times the wall clock until the last one
     finishes; a sample is that wall time over every thread's operations (aggregate ns/op).
     Each thread makes as many calls per round as one thread makes in ``round_time``, so a
     round lasts ``round_time`` if the calls scale perfectly and ``threads`` times longer if
-    they serialise. ``max_time`` as in ``measure``. Raises ``PeerMissing`` like
-    ``measure``, and re-raises the first error a thread hit.
+    they serialise. ``max_time`` and ``on_stage`` as in ``measure``. Raises ``PeerMissing``
+    like ``measure``, and re-raises the first error a thread hit. An exception raised into
+    this thread meanwhile (``OverCap``, KeyboardInterrupt) stops the workers first.
     """
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     if workload.peer:
         peer_version(workload.peer)
-    run = workload.setup()
-    calls = _warm_and_calibrate(run, round_time)
+    timing = Timing(workload, threads=threads)
+    run = _set_up(workload, timing, on_stage)
+    calls = _warm_and_calibrate(run, round_time, timing, on_stage)
     start_line = threading.Barrier(threads + 1)
     finish_line = threading.Barrier(threads + 1)
     stopping = threading.Event()
@@ -199,8 +294,8 @@ def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for thread in workers:
         thread.start()
-    timing = Timing(workload, threads=threads)
     gc.collect()
+    _stage(on_stage, "timing")
     deadline_ns = _deadline(max_time)
     try:
         for done in range(1, rounds + 1):
@@ -213,12 +308,19 @@ def measure_threads(workload: Workload, threads: int, *, rounds: int = 7,
                 break
     except threading.BrokenBarrierError:
         pass
-    finally:
-        stopping.set()
-        try:
-            start_line.wait()      # releases the workers, which see `stopping` and return
-        except threading.BrokenBarrierError:
-            pass
+    except BaseException:
+        # Interrupted mid-round (a time cap, Ctrl-C): the workers may be anywhere between
+        # the two lines, so break both; each returns after its current call.
+        start_line.abort()
+        finish_line.abort()
+        for thread in workers:
+            thread.join()
+        raise
+    stopping.set()
+    try:
+        start_line.wait()          # releases the workers, which see `stopping` and return
+    except threading.BrokenBarrierError:
+        pass
     for thread in workers:
         thread.join()
     if errors:
