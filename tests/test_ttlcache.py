@@ -4,6 +4,7 @@ import copy
 import gc
 import math
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -601,6 +602,37 @@ def test_empty_popitem_raises_without_exception_context():
             cache.popitem()
     assert info.value.args == ("TTLCache is empty",)
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_cachetools_cache_to_cachetools():
+    assert issubclass(TTLCache, cachetools.Cache) and isinstance(TTLCache(2, 1), cachetools.Cache)
+    square = cachetools.cached(TTLCache(2, 60), info=True)(lambda x: x * x)
+    assert square(3) == square(3) == 9
+    assert square.cache_info() == (1, 1, 2, 1)          # hits, misses, maxsize, currsize
+
+
+@pytest.mark.parametrize("first", ["fastcore", "cachetools"])
+def test_registered_whichever_is_imported_first(first, tmp_path):
+    script = f"""
+import importlib, sys
+if {first!r} == "fastcore":
+    import fastcore
+    assert "cachetools" not in sys.modules, "importing fastcore imported cachetools"
+    import cachetools
+else:
+    import cachetools
+    import fastcore
+assert isinstance(fastcore.TTLCache(2, 1), cachetools.Cache)
+assert cachetools.__spec__.loader is cachetools.__loader__
+assert type(cachetools.__loader__).__name__ == "SourceFileLoader"
+reloaded = importlib.reload(cachetools)
+assert isinstance(fastcore.TTLCache(2, 1), reloaded.Cache)
+print("registered")
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "registered"
 
 
 # -- bad input raises and changes nothing -------------------------------------------------
