@@ -47,6 +47,10 @@ from fastcore.errors import (
     ValueTooLarge,
 )
 
+from fastcore import _cachetools
+
+_cachetools.install()   # TTLCache counts as a cachetools.Cache once cachetools is imported
+
 __version__ = "0.1.0"
 
 

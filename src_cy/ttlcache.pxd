@@ -6,8 +6,8 @@
 # table, the orders and the clock read kept in C. Keys and values are held by strong
 # references. Every public call holds the GIL from start to end and never leaves the table
 # half-updated while Python code (a key's __hash__/__eq__, a user timer or getsizeof, a
-# __del__ run by a DECREF, a subclass hook) can run, so it is safe under threads and
-# reentrant calls.
+# time object's + or <, a __del__ run by a DECREF, a subclass hook) can run, so it is safe
+# under threads and reentrant calls.
 #
 # State layout (per cache; ecap = entry capacity, tsize = slot count = 1.6 * ecap rounded up):
 #   entries  ecap * 64 B   ttl_entry, one cache line each: key 8, value 8, hash 8, expires 8,
@@ -47,7 +47,14 @@
 #
 # Time: `expires` is int64. With a compiled clock (the default CLOCK_MONOTONIC, CoarseClock
 # or ManualClock) it is ns: expires = now_ns + ttl_ns, saturating at INT64_MAX (ttl=inf).
-# With a user `timer` callable it is the order-preserving int64 image of the double
+# With a user `timer` callable and a ttl that is not a number (timer=datetime.now,
+# ttl=timedelta(...): "object mode") it holds an owned PyObject * to the Python object
+# time + ttl, compared with Python's `<` as cachetools compares (only on the timer path;
+# a comparison whose Python code changes the cache raises RuntimeError, since the caller's
+# entry index may be stale).
+# Freezing (cachetools' `with self.timer as time:`): while freeze_depth > 0 every time read
+# returns `frozen`; in timer mode the cache owns the frozen value in _frozen_obj.
+# With a user `timer` and a number ttl it is the order-preserving int64 image of the double
 # time + ttl, so comparisons equal cachetools' float comparisons exactly:
 #   key(x) = bits(x) ^ ((bits(x) >> 63) & 0x7FFF_FFFF_FFFF_FFFF)
 # i.e. non-negative doubles keep their bit pattern (already ordered as integers) and
@@ -72,7 +79,9 @@ ctypedef struct ttl_entry:
 
 ctypedef struct ttl_now:
     int64_t key          # ns (clock mode) or order key of `raw` (timer mode)
-    double raw           # the timer's value in seconds (timer mode only)
+    double raw           # the timer's value in seconds (timer mode, number ttl)
+    PyObject *obj        # timer mode only: the timer's value itself, a reference the reader
+                         # owns (see _now); garbage in clock mode, never read there
 
 
 cdef class TTLCache:
@@ -92,6 +101,7 @@ cdef class TTLCache:
     cdef int64_t ttl_ns
     cdef double ttl_f
     cdef bint timer_mode
+    cdef bint obj_mode
     cdef bint sized
     cdef bint hook_missing
     cdef bint hook_getitem
@@ -102,6 +112,7 @@ cdef class TTLCache:
     cdef bint hook_setitem
     cdef int freeze_depth
     cdef ttl_now frozen
+    cdef object _frozen_obj     # owns frozen.obj (timer mode)
     cdef PyObject **grave
     cdef Py_ssize_t grave_len
     cdef Py_ssize_t grave_cap

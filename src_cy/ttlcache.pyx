@@ -4,7 +4,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from cpython.float cimport PyFloat_AsDouble
 from libc.math cimport isnan, isinf, floor
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, INT64_MAX
+from libc.stdint cimport int64_t, intptr_t, uint8_t, uint32_t, uint64_t, INT64_MAX
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
@@ -13,6 +13,7 @@ cdef extern from "<stdlib.h>" nogil:
 
 import operator
 import time as _time
+from datetime import timedelta as _timedelta
 from fractions import Fraction
 from collections.abc import ItemsView, KeysView, Mapping, MutableMapping, ValuesView
 from types import GenericAlias
@@ -39,6 +40,7 @@ cdef extern from "Python.h":
     Py_hash_t PyObject_Hash(object) except? -1
     int PyObject_RichCompareBool(object, object, int) except -1
     int Py_EQ
+    int Py_LT
 
 cdef enum:
     LRU = 0                 # list ids: links[L] = prev, links[L + 1] = next
@@ -72,52 +74,135 @@ cdef inline int64_t _add_sat(int64_t a, int64_t b) noexcept nogil:
 
 
 cdef int _read_timer(TTLCache c, ttl_now *out) except -1:
-    cdef double raw = PyFloat_AsDouble(c._timer())
-    if isnan(raw):
-        raise ValueError("TTLCache timer returned NaN")
-    out.raw = raw
-    out.key = _order_key(raw)
+    """Call the user timer: out.obj takes a new reference to its value (object mode keeps
+    only that; with a number ttl it is also read as a double)."""
+    cdef double raw
+    t = c._timer()
+    if not c.obj_mode:
+        raw = PyFloat_AsDouble(t)
+        if isnan(raw):
+            raise ValueError("TTLCache timer returned NaN")
+        out.raw = raw
+        out.key = _order_key(raw)
+    else:
+        out.raw = 0.0       # unused; defined for a cache re-initialised during the call
+        out.key = 0
+    Py_INCREF(t)
+    out.obj = <PyObject *>t
     return 0
 
 
 cdef inline int _now(TTLCache c, ttl_now *out) except -1:
-    """Read the time once: the frozen time inside a compound call, else the clock/timer."""
+    """Read the time once: the frozen time inside a compound call, else the clock/timer.
+
+    In timer mode out.obj is then a reference the caller owns: take it over with _keep()
+    right away. A clock's time has out.obj NULL, so a time read before the cache was
+    re-initialised (by Python code the call ran) with a timer is refused, not dereferenced."""
     if c.freeze_depth:
         out[0] = c.frozen
+        if c.timer_mode and out.obj != NULL:
+            Py_INCREF(<object>out.obj)
     elif not c.timer_mode:
         out.key = clock_now_ns(c.clock)
+        out.obj = NULL
     else:
         _read_timer(c, out)
     return 0
 
 
+cdef inline object _keep(ttl_now *now):
+    """Take over the reference _now() gave in now.obj (timer mode): the returned object owns
+    it, and now.obj stays valid as a borrowed pointer while that object is held."""
+    if now.obj == NULL:
+        return None
+    o = <object>now.obj
+    Py_DECREF(o)
+    return o
+
+
+cdef inline object _time_of(ttl_now *now):
+    """A timer's value read into `now`. NULL means it was read as a clock's: the cache got a
+    timer while the call ran Python code (a key's __eq__ or a hook calling __init__)."""
+    if now.obj == NULL:
+        raise RuntimeError("TTLCache was re-initialised with another time source during the call")
+    return <object>now.obj
+
+
+cdef inline object _read_now(TTLCache c, ttl_now *out):
+    """_now() for calls off the hot path: returns what holds a timer's value while `out` is
+    used (None for a compiled clock)."""
+    _now(c, out)
+    if c.timer_mode:
+        return _keep(out)
+    return None
+
+
+cdef inline PyObject *_exp_obj(ttl_entry *e) noexcept:
+    """Object mode: the entry's expiry object (owned by the entry)."""
+    return <PyObject *><intptr_t>e.expires
+
+
 cdef inline int64_t _expires_at(TTLCache c, ttl_now *now) noexcept:
+    """Clock mode and timer mode with a number ttl (object mode: _expiry_object)."""
     if c.timer_mode:
         return _order_key(now.raw + c.ttl_f)
     return _add_sat(now.key, c.ttl_ns)
 
 
+cdef object _expiry_object(TTLCache c, ttl_now *now):
+    """Object mode: time + ttl, as cachetools computes it (may raise, e.g. OverflowError
+    for datetime.max + timedelta; called before anything changes)."""
+    return _time_of(now) + c._ttl
+
+
+cdef int _alive_obj(TTLCache c, ttl_now *now, uint32_t i) except -1:
+    """Object mode: now < entry i's expiry, with Python's `<`. The comparison may run Python
+    code; should that code change the cache, entry indices held by the caller could be stale,
+    so that raises RuntimeError instead."""
+    cdef uint64_t version = c.version
+    expires = <object>_exp_obj(&c.entries[i])     # held across the comparison
+    alive = PyObject_RichCompareBool(_time_of(now), expires, Py_LT)
+    if c.version != version:
+        raise RuntimeError("TTLCache changed while comparing an item's expiry time")
+    return alive
+
+
+cdef inline int _alive(TTLCache c, ttl_now *now, uint32_t i) except -1:
+    """1 if entry i has not expired at `now` (cachetools' `time < expires`), else 0."""
+    if c.obj_mode:
+        return _alive_obj(c, now, i)
+    return now.key < c.entries[i].expires
+
+
 cdef object _time_object(TTLCache c, ttl_now *now):
-    """The time as cachetools passes it around: float seconds."""
+    """The time as cachetools passes it around: the timer's value, or float seconds."""
     if c.timer_mode:
-        return now.raw
+        return _time_of(now)
     return now.key / 1e9
 
 
 cdef int _time_from_object(TTLCache c, object time, ttl_now *out) except -1:
-    """expire(time=...): seconds from the caller's timeline to the stored representation."""
+    """expire(time=...): from the caller's timeline to the stored representation. In timer
+    mode out.obj is a new reference, as from _now()."""
     cdef object value
     if c.timer_mode:
-        value = as_real(time)
-        if value is None:
-            raise TypeError(f"time must be a number, got {shown(time)}")
-        out.raw = _as_double(value)
-        if isnan(out.raw):
-            raise ValueError("time must not be NaN")
-        out.key = _order_key(out.raw)
+        if not c.obj_mode:
+            value = as_real(time)
+            if value is None:
+                raise TypeError(f"time must be a number, got {shown(time)}")
+            out.raw = _as_double(value)
+            if isnan(out.raw):
+                raise ValueError("time must not be NaN")
+            out.key = _order_key(out.raw)
+        else:
+            out.raw = 0.0
+            out.key = 0
+        Py_INCREF(time)
+        out.obj = <PyObject *>time
     else:
         # a time past the int64 range expires everything, as INT64_MAX ns does
         out.key = min(seconds_to_ns(time, "time"), INT64_MAX)
+        out.obj = NULL
     return 0
 
 
@@ -129,18 +214,77 @@ cdef double _as_double(object number):
         return float("inf") if number > 0 else float("-inf")
 
 
-cdef int _freeze(TTLCache c) except -1:
-    """Enter a compound call: every time read until _thaw() sees this one (cachetools _Timer)."""
-    cdef ttl_now now
+cdef int _freeze_at(TTLCache c, ttl_now *now) except -1:
+    """Enter a compound call at `now` (cachetools' `with self.timer as time:`): every time
+    read until the matching _thaw() sees this one. The cache holds its own reference to a
+    timer's value while frozen."""
     if c.freeze_depth == 0:
-        _now(c, &now)
-        c.frozen = now
+        old = c._frozen_obj     # released only on return, once the freeze is consistent
+        if c.timer_mode:
+            c._frozen_obj = <object>now.obj
+        c.frozen = now[0]
     c.freeze_depth += 1
     return 0
 
 
+cdef int _freeze(TTLCache c) except -1:
+    """Enter a compound call at the time read now (or the frozen time, when nested)."""
+    cdef ttl_now now
+    _now(c, &now)
+    if c.timer_mode:
+        keep = _keep(&now)
+    _freeze_at(c, &now)
+    return 0
+
+
 cdef inline void _thaw(TTLCache c) noexcept:
-    c.freeze_depth -= 1
+    if c.freeze_depth > 0:
+        c.freeze_depth -= 1
+
+
+cdef object _timer_value(TTLCache c):
+    """cache.timer(): the frozen time inside a compound call, else a fresh read -- the timer's
+    own value (any type) or the clock's seconds."""
+    if c.freeze_depth:
+        if c.timer_mode:
+            return c._frozen_obj
+        return c.frozen.key / 1e9
+    if c.timer_mode:
+        return c._timer()
+    return clock_now_ns(c.clock) / 1e9
+
+
+@cython.final
+cdef class _Timer:
+    """``cache.timer``, as cachetools' ``_Timer``: ``cache.timer()`` returns the current time
+    (the cache's timer's value, or seconds from its clock); ``with cache.timer as now:``
+    freezes the cache's time for a compound operation (nested blocks see the outer time);
+    other attributes are the wrapped timer's or clock's (``cache.timer.advance(1)`` on a
+    ManualClock)."""
+    cdef TTLCache _cache
+
+    def __cinit__(self, TTLCache cache not None):
+        self._cache = cache
+
+    def __call__(self):
+        return _timer_value(self._cache)
+
+    def __enter__(self):
+        _freeze(self._cache)
+        return _timer_value(self._cache)
+
+    def __exit__(self, *exc):
+        _thaw(self._cache)
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._cache._timer, name)
+
+    def __reduce__(self):
+        return getattr, (self._cache, "timer")
+
+    def __repr__(self):
+        return f"<timer of a {type(self._cache).__name__}: {self._cache._timer!r}>"
 
 
 # ---------------------------------------------------------------------------------------
@@ -458,7 +602,7 @@ cdef int _drop(TTLCache c, uint32_t i) except -1:
     """Unlink entry i everywhere; its key and value references go to the grave."""
     cdef ttl_entry *e = &c.entries[i]
     cdef PyObject *size
-    _grave_reserve(c, 2)
+    _grave_reserve(c, 3)
     if c.sized:
         size = e.size
         c._currsize = c._currsize - <object>size
@@ -471,6 +615,10 @@ cdef int _drop(TTLCache c, uint32_t i) except -1:
     c.grave[c.grave_len] = e.key
     c.grave[c.grave_len + 1] = e.value
     c.grave_len += 2
+    if c.obj_mode:
+        c.grave[c.grave_len] = _exp_obj(e)
+        c.grave_len += 1
+        e.expires = 0
     e.key = NULL
     e.value = NULL
     e.links[1] = c.free_head
@@ -480,12 +628,12 @@ cdef int _drop(TTLCache c, uint32_t i) except -1:
     return 0
 
 
-cdef int _expire_until(TTLCache c, int64_t now, list out) except -1:
+cdef int _expire_until(TTLCache c, ttl_now *now, list out) except -1:
     """Remove items with expires <= now from the front of the EXP list (cachetools expire)."""
     cdef uint32_t i
     while c.head[EXP >> 1] != TTL_NIL:
         i = c.head[EXP >> 1]
-        if now < c.entries[i].expires:
+        if _alive(c, now, i):
             break
         if out is not None:
             out.append((<object>c.entries[i].key, <object>c.entries[i].value))
@@ -493,12 +641,17 @@ cdef int _expire_until(TTLCache c, int64_t now, list out) except -1:
     return 0
 
 
-cdef int _expire(TTLCache self, ttl_now *now) except -1:
+cdef inline int _expire(TTLCache self, ttl_now *now) except -1:
     """Expire at `now`, through a subclass's expire() when it overrides it."""
+    cdef uint32_t head
     if self.hook_expire:
         self.expire(_time_object(self, now))
-    else:
-        _expire_until(self, now.key, None)
+        return 0
+    if not self.obj_mode:
+        head = self.head[EXP >> 1]
+        if head == TTL_NIL or now.key < self.entries[head].expires:
+            return 0        # nothing has expired (the common case), decided without a call
+    _expire_until(self, now, None)
     return 0
 
 
@@ -587,10 +740,15 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
     elif self.max_count < 1:
         raise ValueError("value too large")
     if given != NULL:
-        now = given[0]
+        now = given[0]              # the caller holds now.obj
     elif not clock_first:
         _now(self, &now)
-    expires = _expires_at(self, &now)
+        keep = _keep(&now)          # timer mode
+    cdef bint obj_mode = self.obj_mode
+    if obj_mode:
+        exp_obj = _expiry_object(self, &now)
+    else:
+        expires = _expires_at(self, &now)
     i = _find(self, key, h)
     if i < 0:
         _prefetch_insert(self, _mix(h))
@@ -620,7 +778,13 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
                     i = -1
                 if i < 0:
                     diff = size
+        if self.obj_mode != obj_mode:
+            # Python code run above (a key's __eq__, a hook) re-initialised the cache with
+            # another kind of ttl: the expiry computed for the old one cannot be stored.
+            raise RuntimeError("TTLCache was re-initialised with another ttl during the call")
         if i >= 0:
+            if obj_mode:
+                _grave_reserve(self, 2)     # the old value and the old expiry
             old = self.entries[i].value
             if Py_REFCNT(<object>old) > 1:
                 # Someone else holds the old value: this DECREF cannot free it or run code.
@@ -633,13 +797,22 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
                 self.entries[i].value = <PyObject *>value
                 self.grave[self.grave_len] = old
                 self.grave_len += 1
-            self.entries[i].expires = expires
+            if obj_mode:
+                self.grave[self.grave_len] = _exp_obj(&self.entries[i])
+                self.grave_len += 1
+                Py_INCREF(exp_obj)
+                self.entries[i].expires = <int64_t><intptr_t><PyObject *>exp_obj
+            else:
+                self.entries[i].expires = expires
             _to_end(self, i, LRU)
             _to_end(self, i, EXP)
             if self.sized:
                 Py_DECREF(<object>self.entries[i].size)
         else:
             i = _alloc(self)
+            if obj_mode:
+                Py_INCREF(exp_obj)
+                expires = <int64_t><intptr_t><PyObject *>exp_obj
             _link_new(self, i, key, h, value, expires)
             diff = size
         if self.sized:
@@ -655,34 +828,34 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
     return 0
 
 
-cdef inline void _freeze_at(TTLCache c, ttl_now *now) noexcept:
-    if c.freeze_depth == 0:
-        c.frozen = now[0]
-    c.freeze_depth += 1
-
-
 cdef int _alive_lookup(TTLCache self, object key, Py_ssize_t *index, ttl_now *now,
                        bint have_now) except -1:
     """Find `key`: 1 if present and alive at `now`, else 0 (*index = -1 when absent).
 
     Without `have_now` the time is read only when the key is present, as cachetools'
     __getitem__/__contains__ do; a timer call that changed the cache makes the lookup repeat.
+    The time read here is the caller's to use only when it is a clock's (now.obj, a timer's
+    value, is released on return).
     """
     cdef Py_hash_t h = PyObject_Hash(key)
     cdef Py_ssize_t i = _find(self, key, h)
     cdef uint64_t version
+    cdef int alive
     index[0] = i
     if i < 0:
         return 0
-    if not have_now:
-        version = self.version
-        _now(self, now)
-        if self.version != version:
-            i = _find(self, key, h)
-            index[0] = i
-            if i < 0:
-                return 0
-    return now.key < self.entries[i].expires
+    if have_now:
+        return _alive(self, now, i)
+    version = self.version
+    _now(self, now)
+    if self.timer_mode:
+        keep = _keep(now)
+    if self.version != version:
+        i = _find(self, key, h)
+        index[0] = i
+    alive = 0 if i < 0 else _alive(self, now, i)
+    now.obj = NULL      # released with `keep` on return: not the caller's
+    return alive
 
 
 # ---------------------------------------------------------------------------------------
@@ -704,6 +877,10 @@ cdef int _ttl_traverse(PyObject *o, fc_visitproc visit, void *arg) noexcept:
         r = visit(c.entries[i].value, arg)
         if r:
             return r
+        if c.obj_mode:
+            r = visit(_exp_obj(&c.entries[i]), arg)
+            if r:
+                return r
         i = c.entries[i].links[INS + 1]
     return _base_traverse(o, visit, arg)
 
@@ -716,6 +893,8 @@ cdef int _ttl_clear(PyObject *o) noexcept:
     _release_all(c)
     if c.timer_mode:
         c._timer = None
+    c.freeze_depth = 0          # frozen.obj points into _frozen_obj
+    c._frozen_obj = None
     c._getsizeof = None
     if _base_clear != NULL:
         return _base_clear(o)
@@ -730,6 +909,7 @@ cdef void _release_all(TTLCache c) noexcept:
     cdef uint64_t tsize = c.tsize
     cdef uint32_t i = c.head[INS >> 1] if entries != NULL else TTL_NIL
     cdef uint32_t nxt
+    cdef bint obj_mode = c.obj_mode
     c.entries = NULL
     c.ctrl = NULL
     if _reset(c) < 0:
@@ -743,6 +923,8 @@ cdef void _release_all(TTLCache c) noexcept:
         Py_DECREF(<object>entries[i].value)
         if entries[i].size != NULL:
             Py_DECREF(<object>entries[i].size)
+        if obj_mode:
+            Py_DECREF(<object>_exp_obj(&entries[i]))
         i = nxt
     free(entries)
     free(ctrl)
@@ -772,6 +954,24 @@ cdef int _reset(TTLCache c) noexcept:
 
 # ---------------------------------------------------------------------------------------
 
+def _unit_size(value):
+    """The size of a value in a cache without getsizeof: 1 (cachetools' Cache.getsizeof)."""
+    return 1
+
+
+@cython.final
+cdef class _GetSizeOf:
+    """``TTLCache.getsizeof``, as cachetools has it: on a cache, the ``getsizeof`` callable
+    it was given (the object itself), else a function returning 1; on the class, that
+    function."""
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            return _unit_size
+        getsizeof = (<TTLCache?>obj)._getsizeof
+        return _unit_size if getsizeof is None else getsizeof
+
+
 @cython.no_gc_clear   # _ttl_clear clears what can form cycles; see there
 cdef class TTLCache:
     """LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
@@ -780,9 +980,11 @@ cdef class TTLCache:
     ``ttl`` is in seconds (``math.inf``: never expires). Time comes from ``clock`` (a
     ``fastcore`` clock, read in C: ``None``/``time.monotonic`` mean ``CLOCK_MONOTONIC``,
     ``CoarseClock()`` is cheaper at millisecond resolution, ``ManualClock`` for tests), or
-    from a ``timer`` callable returning seconds (slower: one Python call per time read).
-    An item is gone once ``now >= set_time + ttl``; when full, expired items go first, then
-    the least recently used.
+    from a ``timer`` callable (slower: one Python call per time read) returning seconds, or
+    any time its ``ttl`` adds to, as cachetools (``timer=datetime.now`` with a
+    ``timedelta``). An item is gone once ``now >= set_time + ttl``; when full, expired items
+    go first, then the least recently used. ``cache.timer`` is cachetools' timer wrapper
+    (``with cache.timer as now:`` freezes the time for a compound operation).
 
     Raises ``ValueError`` for a negative or NaN ``maxsize``/``ttl`` and ``value too large``
     for an item larger than ``maxsize``; ``KeyError`` like a dict; ``TypeError`` for an
@@ -814,6 +1016,7 @@ cdef class TTLCache:
             raise MemoryError()
 
     def __init__(self, maxsize, ttl, timer=_time.monotonic, getsizeof=None, *, clock=None):
+        cdef int64_t ttl_ns = 0
         number = as_real(maxsize)
         if number is None or isinstance(number, Fraction):
             raise TypeError(f"maxsize must be a number, got {shown(maxsize)}")
@@ -822,16 +1025,6 @@ cdef class TTLCache:
             raise ValueError("maxsize must not be NaN")
         if maxsize < 0:
             raise ValueError("maxsize must be non-negative")
-        number = as_real(ttl)
-        if number is None or isinstance(number, Fraction):
-            raise TypeError(f"ttl must be a number of seconds, got {shown(ttl)}")
-        ttl = number
-        if ttl != ttl or ttl < 0:
-            raise ValueError(f"ttl must be a number of seconds >= 0, got {shown(ttl)}")
-        if getsizeof is None and type(self).getsizeof is not TTLCache.getsizeof:
-            getsizeof = self.getsizeof
-        if getsizeof is not None and not callable(getsizeof):
-            raise TypeError(f"getsizeof must be callable, got {shown(getsizeof)}")
         if isinstance(timer, Clock):
             if clock is not None and clock is not timer:
                 raise TypeError("pass either timer= or clock=, not both")
@@ -842,20 +1035,50 @@ cdef class TTLCache:
             raise TypeError(f"timer must be callable, got {shown(timer)}")
         elif clock is not None:
             raise TypeError("pass either timer= or clock=, not both")
+        timer_mode = not (timer is None or timer is _time.monotonic or isinstance(timer, Clock))
+        # An int or float ttl (numpy scalars included) counts seconds. With a timer, any
+        # other ttl but None and bool (a timedelta, a Fraction, a Decimal) is added to the
+        # timer's values as it is, as cachetools does ("object mode").
+        number = as_real(ttl)
+        number_ttl = number is not None and not isinstance(number, Fraction)
+        if number_ttl:
+            ttl = number
+            if ttl != ttl or ttl < 0:
+                raise ValueError(f"ttl must be a number of seconds >= 0, got {shown(ttl)}")
+            ttl_ns = INT64_MAX if ttl == float("inf") else min(seconds_to_ns(ttl, "ttl"),
+                                                                 INT64_MAX)
+        elif not timer_mode or ttl is None or isinstance(ttl, bool):
+            raise TypeError(
+                f"ttl must be a number of seconds, got {shown(ttl)} (a ttl of another type "
+                "needs a timer whose values it adds to, as timer=datetime.now with a timedelta)")
+        elif isinstance(ttl, _timedelta) and ttl < _timedelta(0):
+            raise ValueError(f"ttl must be >= 0, got {shown(ttl)}")
+        if getsizeof is None and type(self).getsizeof is not TTLCache.getsizeof:
+            getsizeof = self.getsizeof
+        if getsizeof is not None and not callable(getsizeof):
+            raise TypeError(f"getsizeof must be callable, got {shown(getsizeof)}")
         resolved = clock_resolve(clock)
-        ttl_ns = INT64_MAX if ttl == float("inf") else min(seconds_to_ns(ttl, "ttl"), INT64_MAX)
+        # __init__ again empties the cache. Items stored meanwhile (by a __del__ the release
+        # runs) are released too, so none is left in the old time representation; the old
+        # settings are released only on return, once the new ones are in place.
+        while True:
+            _release_all(self)
+            if self.entries == NULL:
+                raise MemoryError()
+            if self.count == 0:
+                break
+        previous = (self.clock, self._timer, self._ttl, self._getsizeof, self._frozen_obj)
+        self.freeze_depth = 0       # a frozen time belongs to the old settings
+        self._frozen_obj = None
         self.sized = getsizeof is not None
-        _release_all(self)   # __init__ again empties the cache
-        if self.entries == NULL:
-            raise MemoryError()
         self.clock = resolved
-        self.timer_mode = not (timer is None or timer is _time.monotonic
-                               or isinstance(timer, Clock))
-        self._timer = timer if self.timer_mode else resolved
+        self.timer_mode = timer_mode
+        self.obj_mode = timer_mode and not number_ttl
+        self._timer = timer if timer_mode else resolved
         self._maxsize = maxsize
         self._ttl = ttl
         self.ttl_ns = ttl_ns
-        self.ttl_f = _as_double(ttl)
+        self.ttl_f = _as_double(ttl) if number_ttl else 0.0
         self._getsizeof = getsizeof
         self.max_count = <int64_t>floor(min(<double>maxsize, <double>MAX_ENTRIES)) \
             if maxsize < MAX_ENTRIES else MAX_ENTRIES
@@ -921,7 +1144,7 @@ cdef class TTLCache:
                 _to_end(self, i, LRU)
                 return <object>self.entries[i].value
             return default
-        _now(self, &now)   # cachetools reads the time once, before looking (frozen timer)
+        keep = _read_now(self, &now)   # once, before looking (cachetools: a frozen timer)
         if _alive_lookup(self, key, &i, &now, True):
             _to_end(self, i, LRU)
             return <object>self.entries[i].value
@@ -929,7 +1152,7 @@ cdef class TTLCache:
 
     def __len__(self):
         cdef ttl_now now
-        _now(self, &now)
+        keep = _read_now(self, &now)
         _freeze_at(self, &now)
         try:
             _expire(self, &now)
@@ -943,7 +1166,7 @@ cdef class TTLCache:
         """The current size: the item count, or the sum of getsizeof() over the items.
         Expired items are removed first."""
         cdef ttl_now now
-        _now(self, &now)
+        keep = _read_now(self, &now)
         _freeze_at(self, &now)
         try:
             _expire(self, &now)
@@ -959,19 +1182,18 @@ cdef class TTLCache:
 
     @property
     def ttl(self):
-        """The time to live of the items, in seconds (as given)."""
+        """The time to live of the items, as given (seconds, or e.g. a timedelta)."""
         return self._ttl
 
     @property
     def timer(self):
-        """The time source: the compiled clock (callable, returns seconds) or the timer."""
-        return self._timer
+        """The time source wrapped as cachetools wraps it: ``cache.timer()`` returns the time
+        (seconds from a compiled clock, else the timer's own value), ``with cache.timer as
+        now:`` freezes it for a compound operation, and other attributes are the clock's or
+        timer's own (``cache.timer.advance(1)``). A new wrapper on every access."""
+        return _Timer.__new__(_Timer, self)
 
-    def getsizeof(self, value):
-        """The size of a value: ``getsizeof(value)`` if one was given, else 1."""
-        if self._getsizeof is None:
-            return 1
-        return self._getsizeof(value)
+    getsizeof = _GetSizeOf()
 
     def __iter__(self):
         return _iterate(self)
@@ -1001,7 +1223,7 @@ cdef class TTLCache:
     def __repr__(self):
         cdef ttl_now now
         cdef uint32_t i
-        _now(self, &now)
+        keep = _read_now(self, &now)
         _freeze_at(self, &now)
         try:
             _expire(self, &now)
@@ -1043,15 +1265,22 @@ cdef class TTLCache:
         cdef Py_ssize_t i = _find(self, key, h)
         cdef ttl_now now
         cdef int64_t expires
+        cdef bint obj_mode = self.obj_mode
         if i < 0:
             raise KeyError(key)
         expires = self.entries[i].expires
+        if obj_mode:
+            expiry = <object>_exp_obj(&self.entries[i])
         try:
             _drop(self, i)
         finally:
             _drain(self)
-        _now(self, &now)
-        if not (now.key < expires):
+        keep = _read_now(self, &now)     # after the removal, as cachetools reads it
+        if obj_mode:
+            alive = PyObject_RichCompareBool(_time_of(&now), expiry, Py_LT)
+        else:
+            alive = now.key < expires
+        if not alive:
             raise KeyError(key)
 
     def pop(self, key, default=_MARKER):
@@ -1061,9 +1290,12 @@ cdef class TTLCache:
         cdef ttl_now now
         cdef bint have_now = self.timer_mode
         if have_now:
-            _now(self, &now)
+            keep = _read_now(self, &now)
         if self.hook_getitem or self.hook_contains or self.hook_delitem:
-            _freeze(self)
+            if have_now:
+                _freeze_at(self, &now)  # the time just read: one timer call, as cachetools
+            else:
+                _freeze(self)
             try:
                 if key in self:
                     value = self[key]
@@ -1098,7 +1330,7 @@ cdef class TTLCache:
                 _thaw(self)
         cdef bint have_now = self.timer_mode
         if have_now:
-            _now(self, &now)
+            keep = _read_now(self, &now)
         if _alive_lookup(self, key, &i, &now, have_now):
             _to_end(self, i, LRU)
             return <object>self.entries[i].value
@@ -1112,11 +1344,11 @@ cdef class TTLCache:
         cdef uint32_t i
         _freeze(self)
         try:
-            now = self.frozen
+            keep = _read_now(self, &now)    # the frozen time
             _expire(self, &now)
             i = self.head[LRU >> 1]
             if i == TTL_NIL:
-                raise KeyError(f"{type(self).__name__} is empty")
+                raise KeyError(f"{type(self).__name__} is empty") from None
             key = <object>self.entries[i].key
             value = <object>self.entries[i].value
             if self.hook_delitem:
@@ -1131,17 +1363,19 @@ cdef class TTLCache:
     def expire(self, time=None):
         """Remove expired items and return them as a list of ``(key, value)`` pairs.
 
-        ``time`` (seconds on the cache's timeline, as ``cache.timer()`` returns) defaults to
-        now; items with ``time >= expiry`` go, in expiry order.
+        ``time`` (on the cache's timeline, as ``cache.timer()`` returns it: seconds, or the
+        timer's values) defaults to now; items with ``time >= expiry`` go, in expiry order.
         """
         cdef ttl_now now
         cdef list out = []
         if time is None:
-            _now(self, &now)
+            keep = _read_now(self, &now)
         else:
             _time_from_object(self, time, &now)
+            if self.timer_mode:
+                keep = _keep(&now)
         try:
-            _expire_until(self, now.key, out)
+            _expire_until(self, &now, out)
         finally:
             _drain(self)
         if FASTCORE_DEBUG:
@@ -1178,7 +1412,8 @@ cdef class TTLCache:
         while i != TTL_NIL:
             position[i] = len(items)
             items.append((<object>self.entries[i].key, <object>self.entries[i].value,
-                          self.entries[i].expires,
+                          <object>_exp_obj(&self.entries[i]) if self.obj_mode
+                          else self.entries[i].expires,
                           <object>self.entries[i].size if self.sized else None))
             i = self.entries[i].links[INS + 1]
         for order, L in ((lru, LRU), (exp, EXP)):
@@ -1236,6 +1471,8 @@ cdef int _check_invariants(TTLCache c) except -1:
             home = _next(c, home)
         if c.sized:
             total = total + <object>c.entries[i].size
+        if c.obj_mode:
+            assert _exp_obj(&c.entries[i]) != NULL, f"entry {i} has no expiry object"
     assert filled == c.count, f"{filled} slots for {c.count} entries"
     if c.sized:
         assert total == c._currsize, f"sizes sum to {total}, currsize is {c._currsize}"
@@ -1258,6 +1495,8 @@ def _restore(cls, config, items, lru, exp):
     cdef TTLCache c = cls.__new__(cls)
     cdef Py_ssize_t i
     cdef uint32_t at
+    cdef int64_t e64
+    cdef Py_hash_t h
     maxsize, ttl, timer, getsizeof, clock = config
     if clock == "coarse":
         clock = CoarseClock()
@@ -1270,8 +1509,15 @@ def _restore(cls, config, items, lru, exp):
         raise ValueError("corrupt TTLCache pickle: orders do not match the items")
     slots = []
     for key, value, expires, size in items:
-        at = _alloc(c)
-        _link_new(c, at, key, PyObject_Hash(key), value, expires)
+        h = PyObject_Hash(key)
+        if c.obj_mode:
+            at = _alloc(c)
+            Py_INCREF(expires)
+            _link_new(c, at, key, h, value, <int64_t><intptr_t><PyObject *>expires)
+        else:
+            e64 = expires
+            at = _alloc(c)
+            _link_new(c, at, key, h, value, e64)
         if c.sized:
             Py_INCREF(size)
             c.entries[at].size = <PyObject *>size
@@ -1295,7 +1541,7 @@ def _iterate(TTLCache c):
         keys.append(<object>c.entries[i].key)
         i = c.entries[i].links[INS + 1]
     for key in keys:
-        _now(c, &now)   # cachetools freezes the time per key
+        keep = _read_now(c, &now)   # cachetools freezes the time per key
         if _alive_lookup(c, key, &j, &now, True):
             yield key
 
@@ -1327,6 +1573,7 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
         dst.tail[k] = src.tail[k]
     dst.sized = src.sized
     dst.timer_mode = src.timer_mode
+    dst.obj_mode = src.obj_mode
     dst.clock = src.clock
     dst._timer = src._timer
     dst._maxsize = src._maxsize
@@ -1342,6 +1589,8 @@ cdef int _copy_into(TTLCache dst, TTLCache src) except -1:
         Py_INCREF(<object>dst.entries[i].value)
         if dst.entries[i].size != NULL:
             Py_INCREF(<object>dst.entries[i].size)
+        if dst.obj_mode:
+            Py_INCREF(<object>_exp_obj(&dst.entries[i]))
         i = dst.entries[i].links[INS + 1]
     return 0
 

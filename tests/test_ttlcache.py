@@ -4,17 +4,21 @@ import copy
 import gc
 import math
 import random
+import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections.abc import MutableMapping
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
 
 import cachetools
 import pytest
 
 import fastcore
-from fastcore import CoarseClock, ManualClock, MonotonicClock, TTLCache
+from fastcore import CoarseClock, ManualClock, TTLCache
 
 NS = 1_000_000_000
 
@@ -205,7 +209,9 @@ def test_pickle_keeps_items_orders_and_expiries():
     cache["a"] = "z"                          # LRU and expiry order now b, a
     restored = pickle.loads(pickle.dumps(cache))
     assert contents(restored) == contents(cache) and restored.currsize == 3
-    restored.timer.time = 10                  # restored has its own copy of the timer
+    for _ in range(6):
+        restored.timer.tick()                 # 4 -> 10 on restored's own copy of the timer
+    assert timer.time == 4 and restored.timer.time == 10
     assert restored.expire() == [("b", "yy")]
     restored["c"] = "c"
     restored["d"] = "dd"                      # evicts "a", the least recently used
@@ -222,7 +228,7 @@ def test_pickle_and_deepcopy_with_compiled_clocks(clock):
     cache = TTLCache(4, 10, clock=clock)
     cache["k"] = ["v"]
     for duplicate in (pickle.loads(pickle.dumps(cache)), copy.deepcopy(cache)):
-        assert contents(duplicate) == [("k", ["v"])] and type(duplicate.timer) is type(cache.timer)
+        assert contents(duplicate) == [("k", ["v"])] and repr(duplicate.timer) == repr(cache.timer)
         assert duplicate["k"] is not cache["k"]
     if isinstance(clock, ManualClock):
         duplicate.timer.advance(10)         # the copy's clock is its own
@@ -262,14 +268,14 @@ def test_ttl_zero_and_infinite():
 
 
 def test_timer_and_clock_choices():
-    assert isinstance(TTLCache(1, 1).timer, MonotonicClock)
-    assert isinstance(TTLCache(1, 1, timer=time.monotonic).timer, MonotonicClock)
+    assert repr(TTLCache(1, 1).timer) == "<timer of a TTLCache: MonotonicClock()>"
+    assert repr(TTLCache(1, 1, timer=time.monotonic).timer) == repr(TTLCache(1, 1).timer)
     coarse = CoarseClock()
-    assert TTLCache(1, 1, clock=coarse).timer is coarse
-    assert TTLCache(1, 1, timer=coarse).timer is coarse
+    assert repr(TTLCache(1, 1, clock=coarse).timer) == f"<timer of a TTLCache: {coarse!r}>"
+    assert repr(TTLCache(1, 1, timer=coarse).timer) == f"<timer of a TTLCache: {coarse!r}>"
     manual = ManualClock(start=3.0)
     cache = TTLCache(1, 1, timer=manual)
-    assert cache.timer is manual and cache.timer() == 3.0
+    assert cache.timer() == 3.0 and cache.timer.now_ns == 3 * NS   # attributes: the clock's
     cache["a"] = 1
     manual.advance(1)
     assert "a" not in cache
@@ -293,6 +299,340 @@ def test_expire_with_an_explicit_time():
     assert cache.expire(1.5) == []
     assert cache.expire(2.0) == [("a", 1)]
     assert cache.expire(10) == [("b", 2)]
+
+
+# -- cache.timer, datetime time, getsizeof, cachetools.Cache: as cachetools has them --------
+
+def test_timer_block_freezes_a_compiled_clock():
+    clock = ManualClock(start=10.0)
+    cache = TTLCache(4, 5, clock=clock)
+    cache["a"] = 1                          # expires at 15
+    with cache.timer as now:
+        assert now == 10.0
+        clock.set(20.0)
+        assert cache.timer() == 10.0        # frozen: "a" is still alive in here
+        assert cache["a"] == 1 and "a" in cache and cache.get("a") == 1 and len(cache) == 1
+        cache["b"] = 2                      # set at the frozen 10: expires at 15
+        with cache.timer as inner:
+            assert inner == 10.0            # a nested block sees the outer time
+        assert cache.timer() == 10.0
+    assert cache.timer() == 20.0            # after the block: the clock again
+    assert "a" not in cache and "b" not in cache and len(cache) == 0
+
+
+def test_timer_block_calls_a_timer_once_and_returns_its_value():
+    timer = Timer(auto=True)                # moves on every call
+    cache = TTLCache(4, 3, timer=timer)
+    with cache.timer as now:
+        assert now == 1 and type(now) is int
+        cache[1] = 1
+        cache[2] = 2
+        assert cache.get(1) == 1 and 2 in cache and len(cache) == 2 and cache.timer() == 1
+        assert timer.time == 1              # nothing in the block called the timer again
+    assert cache.timer() == 2
+    assert cache.expire(4) == [(1, 1), (2, 2)]      # both set at 1 with ttl 3
+
+
+def test_timer_attributes_are_the_wrapped_timers():
+    timer = Timer()
+    cache = TTLCache(2, 1, timer=timer)
+    cache.timer.tick()
+    assert timer.time == 1 and cache.timer.time == 1 and cache.timer.auto is False
+    with pytest.raises(AttributeError):
+        cache.timer.no_such_attribute
+    manual = ManualClock()
+    clocked = TTLCache(2, 1, clock=manual)
+    clocked.timer.advance(2.5)
+    assert manual.now_ns == 2_500_000_000 and clocked.timer() == 2.5
+
+
+def test_a_copy_has_a_timer_of_its_own():
+    clock = ManualClock()
+    source = TTLCache(4, 2, clock=clock)
+    source["a"] = 1                         # expires at 2
+    duplicate = copy.copy(source)
+    with source.timer:
+        clock.advance(2)                    # the clock itself is shared
+        assert "a" in source and "a" not in duplicate
+    assert "a" not in source
+
+
+def test_timer_misuse_is_harmless():
+    import pickle
+
+    clock = ManualClock()
+    cache = TTLCache(2, 1, clock=clock)
+    cache.timer.__exit__(None, None, None)  # an exit without an enter changes nothing
+    clock.advance(5)
+    assert cache.timer() == 5.0
+    assert pickle.loads(pickle.dumps(cache.timer))() == 5.0   # a copy of the cache's timer
+    for args in [(), (None,), (clock,)]:
+        with pytest.raises(TypeError):
+            type(cache.timer)(*args)        # a timer belongs to a cache
+
+
+BASE = datetime(2026, 1, 1, 12, 0, 0)
+
+
+class DatetimeTimer:
+    """A datetime.now that the test moves."""
+
+    def __init__(self):
+        self.now = BASE
+
+    def __call__(self):
+        return self.now
+
+
+def test_datetime_timer_with_a_timedelta_ttl():
+    timer = DatetimeTimer()
+    cache = TTLCache(2, timedelta(seconds=10), timer=timer)
+    cache["a"] = 1                                          # expires at 12:00:10
+    timer.now = BASE + timedelta(seconds=5)
+    cache["b"] = 2                                          # expires at 12:00:15
+    assert cache.ttl == timedelta(seconds=10) and cache.timer() == timer.now
+    timer.now = BASE + timedelta(seconds=10) - timedelta(microseconds=1)
+    assert cache["a"] == 1 and "a" in cache and cache.get("a") == 1
+    timer.now = BASE + timedelta(seconds=10)
+    assert "a" not in cache and cache.get("a") is None and list(cache) == ["b"]
+    with pytest.raises(KeyError):
+        cache["a"]
+    cache["c"] = 3                          # "a" goes first: it has expired (expires 12:00:20)
+    assert contents(cache) == [("b", 2), ("c", 3)]
+    assert cache["b"] == 2                  # "c" is now the least recently used
+    cache["d"] = 4                          # full, none expired: "c" goes
+    assert contents(cache) == [("b", 2), ("d", 4)]
+    assert cache.expire(BASE + timedelta(seconds=15)) == [("b", 2)]
+    assert cache.expire(BASE + timedelta(seconds=20)) == [("d", 4)]
+
+
+def test_datetime_items_survive_copy_pickle_and_deepcopy():
+    import pickle
+
+    timer = DatetimeTimer()
+    cache = TTLCache(3, timedelta(seconds=10), timer=timer, getsizeof=len)
+    cache["a"] = "x"                        # expires at 12:00:10
+    timer.now += timedelta(seconds=4)
+    cache["b"] = "yy"                       # expires at 12:00:14
+    for duplicate in (copy.copy(cache), pickle.loads(pickle.dumps(cache)), copy.deepcopy(cache)):
+        assert contents(duplicate) == [("a", "x"), ("b", "yy")] and duplicate.currsize == 3
+        assert duplicate.expire(BASE + timedelta(seconds=10)) == [("a", "x")]
+        assert duplicate.expire(BASE + timedelta(seconds=14)) == [("b", "yy")]
+        duplicate._check_invariants()
+    assert contents(cache) == [("a", "x"), ("b", "yy")]
+
+
+def test_aware_datetimes_compare_by_instant():
+    plus2 = timezone(timedelta(hours=2))
+    timer = DatetimeTimer()
+    timer.now = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+    cache = TTLCache(2, timedelta(minutes=1), timer=timer)
+    cache["a"] = 1                                              # expires at 12:01 UTC
+    timer.now = datetime(2026, 1, 1, 14, 0, 59, tzinfo=plus2)   # 12:00:59 UTC
+    assert "a" in cache
+    timer.now = datetime(2026, 1, 1, 14, 1, tzinfo=plus2)       # 12:01 UTC
+    assert "a" not in cache
+
+
+def test_any_time_type_that_adds_and_compares():
+    """Exact rationals: a float timeline could not tell 1/3 from the next double."""
+    now = [Fraction(0)]
+    cache = TTLCache(2, Fraction(1, 3), timer=lambda: now[0])
+    cache["a"] = 1                          # expires at exactly 1/3
+    now[0] = Fraction(1, 3) - Fraction(1, 10**30)
+    assert cache["a"] == 1
+    now[0] = Fraction(1, 3)
+    assert "a" not in cache and cache.expire() == [("a", 1)]
+
+
+def test_datetime_overflow_raises_and_changes_nothing():
+    timer = DatetimeTimer()
+    cache = TTLCache(2, timedelta(seconds=10), timer=timer)
+    cache["old"] = 1
+    timer.now = datetime.max - timedelta(seconds=5)     # "old" has expired, still stored
+    with pytest.raises(OverflowError):
+        cache["new"] = 2                                # datetime.max + 10 s
+    with pytest.raises(OverflowError):
+        cache.setdefault("new", 2)
+    assert cache.expire(datetime.max) == [("old", 1)]   # it was still there
+    assert len(cache) == 0
+
+
+def test_incomparable_times_raise_and_change_nothing():
+    timer = DatetimeTimer()
+    cache = TTLCache(2, timedelta(seconds=10), timer=timer)
+    cache["a"] = 1
+    with pytest.raises(TypeError):
+        cache.expire(datetime(2030, 1, 1, tzinfo=timezone.utc))     # aware against naive
+    assert contents(cache) == [("a", 1)]
+
+
+@pytest.mark.parametrize("ttl, timer, error", [
+    (timedelta(seconds=1), None, TypeError),            # a compiled clock counts seconds
+    (timedelta(seconds=1), time.monotonic, TypeError),
+    (timedelta(seconds=-1), DatetimeTimer(), ValueError),
+    (None, DatetimeTimer(), TypeError),
+    (True, DatetimeTimer(), TypeError),
+])
+def test_bad_ttl_for_the_time_source(ttl, timer, error):
+    with pytest.raises(error):
+        TTLCache(2, ttl, timer=timer)
+
+
+def test_a_time_comparison_that_changes_the_cache_raises():
+    class Meddling:
+        """A time whose `<` writes into the cache once armed."""
+
+        armed = False
+
+        def __init__(self, t):
+            self.t = t
+
+        def __add__(self, ttl):
+            return Meddling(self.t + ttl)
+
+        def __lt__(self, other):
+            if Meddling.armed:
+                Meddling.armed = False
+                cache["intruder"] = 0
+            return self.t < other.t
+
+    cache = TTLCache(4, Decimal(5), timer=lambda: Meddling(Decimal(0)))
+    cache["a"] = 1
+    Meddling.armed = True
+    with pytest.raises(RuntimeError, match="changed while comparing"):
+        "a" in cache
+    cache._check_invariants()
+    assert sorted(cache) == ["a", "intruder"]
+
+
+def test_an_expiry_referencing_the_cache_is_collected():
+    class Stamp:
+        """A time that carries whatever its ttl carries into the expiry."""
+
+        def __init__(self, t, payload=None):
+            self.t, self.payload = t, payload
+
+        def __add__(self, ttl):
+            return Stamp(self.t + ttl.t, ttl.payload)
+
+        def __lt__(self, other):
+            return self.t < other.t
+
+    ttl = Stamp(5)
+    cache = TTLCache(4, ttl, timer=lambda: Stamp(0))
+    ttl.payload = cache
+    cache["k"] = "v"                        # the expiry object refers to the cache
+    ttl.payload = None                      # ...and nothing else does
+    ref = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert ref() is None
+
+
+def test_init_again_changes_the_time_source():
+    cache = TTLCache(2, 10)
+    cache["a"] = 1
+    cache.__init__(2, timedelta(seconds=10), timer=DatetimeTimer())
+    assert len(cache) == 0
+    cache["b"] = 2
+    assert contents(cache) == [("b", 2)]
+    cache.__init__(2, 10)
+    assert len(cache) == 0
+    cache["c"] = 3
+    assert contents(cache) == [("c", 3)]
+
+
+@pytest.mark.parametrize("to_datetime", [True, False])
+@pytest.mark.parametrize("stores_an_item", [True, False])
+def test_switching_time_source_in_the_middle_of_a_set_is_refused(to_datetime, stores_an_item):
+    """A key's __eq__ that re-initialises the cache with the other kind of ttl while a set
+    looks it up: the set raises instead of storing an expiry of the wrong kind."""
+    timer = DatetimeTimer()
+    settings = [(4, 60), (4, timedelta(seconds=60), timer)]
+    if not to_datetime:
+        settings.reverse()
+
+    class Switching:
+        armed = False
+
+        def __hash__(self):
+            return 1
+
+        def __eq__(self, other):
+            if Switching.armed:
+                Switching.armed = False
+                cache.__init__(*settings[1])
+                if stores_an_item:
+                    cache["filler"] = 0
+            return isinstance(other, Switching)
+
+    cache = TTLCache(*settings[0])
+    cache[Switching()] = 1
+    Switching.armed = True
+    with pytest.raises(RuntimeError, match="re-initialised"):
+        cache[Switching()] = 2
+    cache._check_invariants()
+    assert list(cache) == (["filler"] if stores_an_item else [])
+    cache["after"] = 3
+    assert cache["after"] == 3 and cache.ttl == settings[1][1]
+
+
+def test_getsizeof_is_the_callable_given():
+    assert TTLCache(2, 1, getsizeof=len).getsizeof is len
+    unweighted = TTLCache(2, 1)
+    assert unweighted.getsizeof is TTLCache.getsizeof and unweighted.getsizeof(object()) == 1
+
+    class Weighted(TTLCache):
+        @staticmethod
+        def getsizeof(value):
+            return value
+
+    weighted = Weighted(5, 60)
+    weighted[1], weighted[2] = 3, 2
+    assert weighted.currsize == 5 and weighted.getsizeof(4) == 4
+
+
+def test_empty_popitem_raises_without_exception_context():
+    cache = TTLCache(2, 1)
+    try:
+        raise ValueError("being handled")
+    except ValueError:
+        with pytest.raises(KeyError) as info:
+            cache.popitem()
+    assert info.value.args == ("TTLCache is empty",)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_cachetools_cache_to_cachetools():
+    assert issubclass(TTLCache, cachetools.Cache) and isinstance(TTLCache(2, 1), cachetools.Cache)
+    square = cachetools.cached(TTLCache(2, 60), info=True)(lambda x: x * x)
+    assert square(3) == square(3) == 9
+    assert square.cache_info() == (1, 1, 2, 1)          # hits, misses, maxsize, currsize
+
+
+@pytest.mark.parametrize("first", ["fastcore", "cachetools"])
+def test_registered_whichever_is_imported_first(first, tmp_path):
+    script = f"""
+import importlib, sys
+if {first!r} == "fastcore":
+    import fastcore
+    assert "cachetools" not in sys.modules, "importing fastcore imported cachetools"
+    import cachetools
+else:
+    import cachetools
+    import fastcore
+assert isinstance(fastcore.TTLCache(2, 1), cachetools.Cache)
+assert cachetools.__spec__.loader is cachetools.__loader__
+assert type(cachetools.__loader__).__name__ == "SourceFileLoader"
+reloaded = importlib.reload(cachetools)
+assert isinstance(fastcore.TTLCache(2, 1), reloaded.Cache)
+print("registered")
+"""
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "registered"
 
 
 # -- bad input raises and changes nothing -------------------------------------------------

@@ -5,13 +5,16 @@ random operations on one shared time source and compares every result (or the ex
 type and arguments), what iteration yields and in which order, len, currsize and what
 expire() returns. Variants: fastcore on a ManualClock with cachetools reading the same clock
 (times kept dyadic so float seconds and integer ns agree exactly), both on the same
-float-returning timer callable, getsizeof-weighted, and a subclass with __missing__ and an
-eviction-logging popitem (the cachetools documentation's recipe).
+float-returning timer callable, both on a datetime-returning timer with a timedelta ttl,
+getsizeof-weighted, and a subclass with __missing__ and an eviction-logging popitem (the
+cachetools documentation's recipe).
 
 The one intended difference: bad input (an unhashable key, an item larger than maxsize)
 changes nothing in fastcore, while cachetools has already removed expired items when it
 raises. The reference adapter below raises those errors before calling cachetools.
 """
+
+from datetime import datetime, timedelta
 
 import cachetools
 import pytest
@@ -55,6 +58,16 @@ class FloatTimer:
 
     def __init__(self):
         self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class DatetimeTimer:
+    """A timer callable both caches share: returns datetimes, moved by the test."""
+
+    def __init__(self):
+        self.t = datetime(2026, 1, 1)
 
     def __call__(self):
         return self.t
@@ -122,8 +135,11 @@ class TTLCacheVersusCachetools(RuleBasedStateMachine):
         ours_class, theirs_class = fastcore.TTLCache, cachetools.TTLCache
         if self.variant == "subclass":
             ours_class, theirs_class = LoggedFastcore, LoggedCachetools
-        if self.variant == "timer":
-            self.timer = FloatTimer()
+        if self.variant in ("timer", "datetime"):
+            if self.variant == "datetime":
+                self.timer, ttl = DatetimeTimer(), timedelta(seconds=ttl)
+            else:
+                self.timer = FloatTimer()
             self.ours = ours_class(maxsize, ttl, timer=self.timer, getsizeof=getsizeof)
             theirs = theirs_class(maxsize, ttl, timer=self.timer, getsizeof=getsizeof)
         else:
@@ -134,7 +150,13 @@ class TTLCacheVersusCachetools(RuleBasedStateMachine):
         self.theirs = theirs
 
     def now(self):
-        return self.timer() if self.variant == "timer" else self.clock()
+        return self.timer() if self.variant in ("timer", "datetime") else self.clock()
+
+    def later(self, seconds):
+        """The time `seconds` from now on the variant's timeline."""
+        if self.variant == "datetime":
+            return self.now() + timedelta(seconds=seconds)
+        return self.now() + seconds
 
     def same(self, ours, theirs):
         assert ours == theirs
@@ -145,6 +167,8 @@ class TTLCacheVersusCachetools(RuleBasedStateMachine):
     def advance(self, steps):
         if self.variant == "timer":
             self.timer.t += steps * 0.3   # not dyadic: both sides compare the same doubles
+        elif self.variant == "datetime":
+            self.timer.t += timedelta(seconds=steps * 0.3)
         else:
             self.clock.advance(steps * 0.25)
 
@@ -204,7 +228,7 @@ class TTLCacheVersusCachetools(RuleBasedStateMachine):
         if ahead < 0:
             self.same(self.ours.expire(), self.theirs.expire())
         else:
-            t = self.now() + ahead * 0.25
+            t = self.later(ahead * 0.25)
             self.same(self.ours.expire(t), self.theirs.expire(t))
 
     # -- reading ---------------------------------------------------------------------
@@ -254,7 +278,7 @@ class TTLCacheVersusCachetools(RuleBasedStateMachine):
         if hasattr(self, "ours"):
             self.same(list(self.ours.items()), list(self.theirs.items()))
             self.same(self.ours.currsize, self.theirs.currsize)
-            self.same(self.ours.expire(self.now() + 100), self.theirs.expire(self.now() + 100))
+            self.same(self.ours.expire(self.later(100)), self.theirs.expire(self.later(100)))
 
 
 class OnManualClock(TTLCacheVersusCachetools):
@@ -263,6 +287,10 @@ class OnManualClock(TTLCacheVersusCachetools):
 
 class OnTimerCallable(TTLCacheVersusCachetools):
     variant = "timer"
+
+
+class OnDatetimeTimer(TTLCacheVersusCachetools):
+    variant = "datetime"
 
 
 class WithGetsizeof(TTLCacheVersusCachetools):
@@ -275,6 +303,7 @@ class AsSubclass(TTLCacheVersusCachetools):
 
 TestOnManualClock = OnManualClock.TestCase
 TestOnTimerCallable = OnTimerCallable.TestCase
+TestOnDatetimeTimer = OnDatetimeTimer.TestCase
 TestWithGetsizeof = WithGetsizeof.TestCase
 TestAsSubclass = AsSubclass.TestCase
 
