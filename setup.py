@@ -7,6 +7,9 @@ exactly as it is installed, and one core module can cimport another.
 
 ``FASTCORE_DEBUG=1 pip install .`` adds annotated HTML, line tracing and the
 ``FASTCORE_DEBUG`` invariant checks (see ``src_cy/debug.pxd``).
+``FASTCORE_SANITIZE=address`` compiles and links the extensions with AddressSanitizer; the
+interpreter is not instrumented, so run it with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``
+(``.ci/run`` does, for the stress suite).
 """
 
 import os
@@ -21,6 +24,10 @@ HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "src_cy"
 STAGE = HERE / "build" / "cython"
 DEBUG = os.environ.get("FASTCORE_DEBUG", "0") == "1"
+SANITIZERS = {"": [], "address": ["-fsanitize=address", "-fno-omit-frame-pointer"]}
+SANITIZE = os.environ.get("FASTCORE_SANITIZE", "")
+if SANITIZE not in SANITIZERS:
+    raise SystemExit(f"FASTCORE_SANITIZE must be one of {sorted(SANITIZERS)}, got {SANITIZE!r}")
 
 # The one place where Cython directives are set.
 DIRECTIVES = {
@@ -65,7 +72,8 @@ def extensions():
             [str(package / pyx.name)],
             include_dirs=[str(package), numpy.get_include()],
             define_macros=macros,
-            extra_compile_args=["-O3"] if not DEBUG else ["-O1", "-g"],
+            extra_compile_args=(["-O3"] if not DEBUG else ["-O1", "-g"]) + SANITIZERS[SANITIZE],
+            extra_link_args=SANITIZERS[SANITIZE],
         )
         for pyx in sorted(SOURCES.glob("*.pyx"))
     ]

@@ -974,7 +974,10 @@ cdef class _GetSizeOf:
 
 @cython.no_gc_clear   # _ttl_clear clears what can form cycles; see there
 cdef class TTLCache:
-    """LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
+    """TTLCache(maxsize, ttl, timer=_time.monotonic, getsizeof=None, *, clock=None)
+--
+
+LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
 
     ``TTLCache(maxsize, ttl, timer=time.monotonic, getsizeof=None, *, clock=None)``.
     ``ttl`` is in seconds (``math.inf``: never expires). Time comes from ``clock`` (a
