@@ -974,7 +974,7 @@ cdef class _GetSizeOf:
 
 @cython.no_gc_clear   # _ttl_clear clears what can form cycles; see there
 cdef class TTLCache:
-    """TTLCache(maxsize, ttl, timer=_time.monotonic, getsizeof=None, *, clock=None)
+    """TTLCache(maxsize, ttl, timer=None, getsizeof=None, *, clock=None)
 --
 
 LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLCache``.
