@@ -121,7 +121,8 @@ def test_async_kill_and_restart(own_server, mode):
         fallback = KeyedTokenBucket(0.001, 2, clock=clock) if mode == "fallback" else None
         limiter = redis_asyncio.RedisTokenBucket(
             redis.asyncio.Redis.from_url(own_server.url), 0.001, 5, on_error=mode,
-            fallback=fallback, breaker_threshold=2, breaker_cooldown=1.0, clock=clock)
+            fallback=fallback, breaker_threshold=2, breaker_cooldown=1.0, clock=clock,
+            timeout=2.0)       # a killed server refuses at once; 2 s covers a slow reconnect
         assert sum([await limiter.try_acquire("k") for _ in range(3)]) == 3
         own_server.kill()
         answers = [await limiter.try_acquire("k") for _ in range(4)]

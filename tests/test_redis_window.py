@@ -170,8 +170,10 @@ def test_bad_input(client, prefix):
 def test_kill_and_restart(own_server, mode):
     clock = ManualClock(100.0)
     fallback = SlidingWindow(2, 60.0, clock=clock) if mode == "fallback" else None
+    # timeout: a killed server refuses at once; 2 s only covers a slow reconnect under load
     limiter = RedisSlidingWindow(own_server.client(), 6, 60.0, on_error=mode, fallback=fallback,
-                                 breaker_threshold=2, breaker_cooldown=1.0, clock=clock)
+                                 breaker_threshold=2, breaker_cooldown=1.0, clock=clock,
+                                 timeout=2.0)
     assert sum(limiter.try_acquire("k") for _ in range(4)) == 4
     own_server.kill()
     answers = [limiter.try_acquire("k") for _ in range(4)] + list(limiter.acquire_many(["k"]))
