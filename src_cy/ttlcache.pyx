@@ -723,39 +723,43 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
     cdef ttl_now now
     cdef Py_ssize_t i
     cdef int64_t expires
-    cdef bint frozen = False
     cdef PyObject *old
-    # A compiled clock is read first, as cachetools reads its timer first. It is also where the
-    # read costs least: clock_gettime's TSC read waits for every load in flight, and here none
-    # of this call's cache misses (key, slots, entries) has started yet. A user timer is called
-    # only once the key has hashed and the size checked, so a bad item calls no Python timer.
-    cdef bint clock_first = given == NULL and not self.timer_mode
-    if clock_first:
-        _now(self, &now)
-    _prefetch_heads(self)
-    h = PyObject_Hash(key)
-    size = None
-    if self.sized:
-        size = _checked_size(self, value)
-    elif self.max_count < 1:
-        raise ValueError("value too large")
+    cdef bint obj_mode
+    # The time is read first, as cachetools reads its timer first; for a compiled clock it is
+    # also where the read costs least: clock_gettime's TSC read waits for every load in
+    # flight, and here none of this call's cache misses (key, slots, entries) has started.
+    # The cache's time then stays frozen until the set is done, as in cachetools' `with
+    # self.timer`: Python code the set runs (a key's __hash__ or __eq__, getsizeof, a hook)
+    # sees this time too, so an item it stores gets no later expiry than this one, which is
+    # linked after it, and the expiry list stays in order.
     if given != NULL:
         now = given[0]              # the caller holds now.obj
-    elif not clock_first:
-        _now(self, &now)
-        keep = _keep(&now)          # timer mode
-    cdef bint obj_mode = self.obj_mode
-    if obj_mode:
-        exp_obj = _expiry_object(self, &now)
     else:
-        expires = _expires_at(self, &now)
-    i = _find(self, key, h)
-    if i < 0:
-        _prefetch_insert(self, _mix(h))
+        _now(self, &now)
+        if self.timer_mode:
+            keep = _keep(&now)
+    if self.timer_mode:
+        _freeze_at(self, &now)
+    else:
+        if self.freeze_depth == 0:
+            self.frozen = now       # a clock's time: now.obj is NULL
+        self.freeze_depth += 1
     try:
-        if self.hook_expire or self.hook_popitem:
-            _freeze_at(self, &now)
-            frozen = True
+        _prefetch_heads(self)
+        h = PyObject_Hash(key)
+        size = None
+        if self.sized:
+            size = _checked_size(self, value)
+        elif self.max_count < 1:
+            raise ValueError("value too large")
+        obj_mode = self.obj_mode
+        if obj_mode:
+            exp_obj = _expiry_object(self, &now)
+        else:
+            expires = _expires_at(self, &now)
+        i = _find(self, key, h)
+        if i < 0:
+            _prefetch_insert(self, _mix(h))
         _expire(self, &now)
         if i >= 0 and (self.entries[i].key == NULL or self.hook_expire):
             i = _find(self, key, h)   # the key itself expired (or a hook ran): look again
@@ -820,8 +824,7 @@ cdef int _set_entry(TTLCache self, object key, object value, ttl_now *given) exc
             self.entries[i].size = <PyObject *>size
             self._currsize = self._currsize + diff
     finally:
-        if frozen:
-            _thaw(self)
+        _thaw(self)
         _drain(self)
     if FASTCORE_DEBUG:
         _check_invariants(self)
@@ -1331,14 +1334,22 @@ LRU cache with a per-item time to live: a compiled drop-in for ``cachetools.TTLC
                 return default
             finally:
                 _thaw(self)
-        cdef bint have_now = self.timer_mode
-        if have_now:
-            keep = _read_now(self, &now)
-        if _alive_lookup(self, key, &i, &now, have_now):
-            _to_end(self, i, LRU)
-            return <object>self.entries[i].value
-        _set_entry(self, key, default, &now if have_now or i >= 0 else NULL)
-        return default
+        if not self.timer_mode:
+            if _alive_lookup(self, key, &i, &now, False):
+                _to_end(self, i, LRU)
+                return <object>self.entries[i].value
+            _set_entry(self, key, default, &now if i >= 0 else NULL)
+            return default
+        keep = _read_now(self, &now)    # once, frozen for the call (cachetools' `with`)
+        _freeze_at(self, &now)
+        try:
+            if _alive_lookup(self, key, &i, &now, True):
+                _to_end(self, i, LRU)
+                return <object>self.entries[i].value
+            _set_entry(self, key, default, &now)
+            return default
+        finally:
+            _thaw(self)
 
     def popitem(self):
         """Remove and return the least recently used ``(key, value)`` pair that has not

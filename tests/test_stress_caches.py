@@ -16,9 +16,6 @@ pytestmark = pytest.mark.stress
 TTL_OPS = ["get", "getitem", "setitem", "delitem", "pop", "setdefault", "contains"]
 ACTIONS = ["clear", "fill", "write"]
 
-# KNOWN FAILURE: TTLCache (src_cy/ttlcache.pyx) keeps one expired item past expire() when a
-# key's __hash__ moves the clock (below); xfail(strict=True) until that is fixed.
-
 
 # -- TTLCache ------------------------------------------------------------------------------
 
@@ -56,10 +53,6 @@ def test_ttlcache_threads(sized):
     run_scenario("cache_threads", which="ttl", sized=sized, clear=0.05)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TTLCache: the item stored meanwhile gets a later expiry than the outer item linked "
-    "after it, so expire() stops before the expired outer item (cachetools reads its timer "
-    "once for nested calls); len() and currsize count it, iteration skips it"))
 def test_ttlcache_expire_after_a_hash_that_moved_the_clock():
     run_scenario("ttl_hash_moves_clock")
 

@@ -199,6 +199,38 @@ def test_contract_cached_decorators(Cache):
     assert service.double(5) == service.double(5) == 10 and calls == [3, 4, 5]
 
 
+def test_contract_a_set_freezes_the_time_for_the_code_it_runs(Cache):
+    """A key whose __hash__ moves the clock and stores another item: that item is stored at
+    the outer set's time, so both expire together, in the order they were linked."""
+    clock = ManualClock(start=1000.0)
+    cache = Cache(8, 1.0, clock=clock) if Cache is TTLCache else Cache(8, 1.0, timer=clock)
+
+    class MovesClock:
+        armed = True
+
+        def __hash__(self):
+            if MovesClock.armed:
+                MovesClock.armed = False
+                clock.advance(0.5)
+                cache["inner"] = 2          # inside the outer set: at its time, 1000.0
+            return 1
+
+    outer = MovesClock()
+    cache[outer] = 1
+    clock.set(1000.999)
+    assert len(cache) == 2
+    clock.set(1001.0)
+    assert cache.expire() == [("inner", 2), (outer, 1)] and len(cache) == 0
+
+
+def test_contract_a_set_reads_the_timer_first(Cache):
+    timer = Timer(auto=True)
+    cache = Cache(2, 10, timer=timer)
+    with pytest.raises(TypeError):
+        cache[[1]] = 1                      # the timer is read before the key is hashed
+    assert timer.time == 1 and len(cache) == 0
+
+
 def test_pickle_keeps_items_orders_and_expiries():
     import pickle
 
