@@ -1144,3 +1144,32 @@ def test_plot_draws_the_largest_batch_against_keys_and_the_batches_apart():
     (_, lines), = drawn["batch"]
     assert [f.batch for f in lines["fastcore"][1]] == [64, 4096]
     assert [f.keys for f in lines["fastcore"][1]] == [100_000, 100_000]
+
+
+def test_points_that_change_nothing_are_not_built_again(tmp_path, monkeypatch):
+    # A module whose workloads ignore the batch size is asked once per key count; one that
+    # ignores both once in all.
+    _fake_module(tmp_path, monkeypatch, "fake_calls_bench", '''
+from fastcore.benchmark.workload import Workload
+CALLS = []
+
+def workloads(keys, batch):
+    CALLS.append((keys, batch))
+    return [Workload("fake", "get", "fastcore.Get", lambda: (lambda: None), 1, keys=keys)]
+''')
+    _fake_module(tmp_path, monkeypatch, "fake_flat_bench", '''
+from fastcore.benchmark.workload import Workload
+CALLS = []
+
+def workloads(keys, batch):
+    CALLS.append((keys, batch))
+    return [Workload("fake", "hot", "fastcore.Hot", lambda: (lambda: None), 1)]
+''')
+    result = runner.run(_settings(structures=["fake_calls_bench", "fake_flat_bench"],
+                                  keys=[10, 20], batch=[1, 4, 16]), progress.NullProgress())
+    import fake_calls_bench
+    import fake_flat_bench
+    assert fake_calls_bench.CALLS == [(10, 1), (20, 1)]
+    assert fake_flat_bench.CALLS == [(10, 1)]
+    assert [(f.subject, f.keys) for f in result.figures] == [
+        ("fastcore.Get", 10), ("fastcore.Get", 20), ("fastcore.Hot", None)]

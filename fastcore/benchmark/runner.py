@@ -390,8 +390,19 @@ def _time_points(structures: list, settings: Settings, progress, report: Report,
     and after each structure ("structure")."""
     seen: set = set()
     for structure in structures:
+        done_points: list = []
+        uses = None            # (any workload with keys, any with a batch), from the first point
         for keys in settings.keys:
             for batch in settings.batch:
+                if uses is not None and any((k == keys or not uses[0])
+                                            and (b == batch or not uses[1])
+                                            for k, b in done_points):
+                    # nothing here depends on what changed since a point already run
+                    # (a cache has no batch call): building its workloads again (a million
+                    # keys take seconds) would only find rows already timed
+                    progress.advance(1)
+                    continue
+                done_points.append((keys, batch))
                 progress.point(f"{structure.name} keys={keys:,} batch={batch:,}")
                 try:
                     found = _workloads(structure, keys, batch, settings.redis_url)
@@ -401,6 +412,9 @@ def _time_points(structures: list, settings: Settings, progress, report: Report,
                                         f"{type(error).__name__}: {error}")
                     progress.advance(1)
                     continue
+                if uses is None:
+                    uses = (any(w.keys is not None for w in found),
+                            any(w.batch is not None for w in found))
                 todo = []
                 for workload in found:
                     identity = _identity(structure.name, workload)
