@@ -4,7 +4,7 @@
 # one int64 theoretical arrival time (TAT, ns) per bucket and updated with one
 # compare-and-swap, so concurrent nogil batches never admit more than the budget.
 #
-# Math (DESIGN.md "Admission"). Emission interval T = 1/rate, tolerance tau = T * burst.
+# Math. Emission interval T = 1/rate, tolerance tau = T * burst.
 # Acquiring `cost` at `now`:   new = max(tat, now) + cost*T
 #                              admitted  iff  new - now <= tau;  on admission tat = new.
 # Tau convention: tau = T * burst (a full bucket, tat <= now, admits up to `burst` tokens at

@@ -17,7 +17,7 @@
 #   must_revalidate, negative, visited   bint (int)                         16 B (padded)
 #   newer, older                 2 refs: the SIEVE FIFO queue               16 B
 #
-# Rules (a = now - stored_ns; I = the lookup's intent), exactly as issue 4 states them:
+# Rules (a = now - stored_ns; I = the lookup's intent):
 #   FRESH  while a < max_age                       <=> now < fresh_until_ns
 #   STALE  while a < max_age + max(I.max_staleness, swr if I.serve_stale_while_revalidate
 #          else 0), unless must_revalidate

@@ -3,7 +3,7 @@
 A ``Workload`` builds its state once (fixed seeds, pre-generated keys) and returns a
 zero-argument callable that performs ``ops`` operations; the harness times whole calls
 and divides. Loops inside workloads use ``deque(map(f, args), 0)`` style iteration so the
-per-operation loop overhead is a few ns, as in the peer figures of PEERS.md.
+per-operation loop overhead is a few ns.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Deliberately naive pure-Python reference models, written from DESIGN.md's formulas."""
+"""Deliberately naive pure-Python reference models, written from the documented formulas."""

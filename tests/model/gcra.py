@@ -1,5 +1,5 @@
-"""Reference model of the GCRA token buckets, written from DESIGN.md and the foundation
-issue with exact rationals; it shares no code with src_cy/gcra.pyx.
+"""Reference model of the GCRA token buckets, written from the documented GCRA rule with
+exact rationals; it shares no code with src_cy/gcra.pyx.
 
 A bucket of `rate` tokens/s and capacity `burst`: T = 1/rate, tau = T * burst. Acquiring
 `cost` at `now`: new = max(tat, now) + cost*T; admitted iff new - now <= tau.

@@ -1,4 +1,5 @@
-"""Naive reference model of LatencyHistogram, written from the spec (DESIGN.md, issue 5).
+"""Naive reference model of LatencyHistogram, written from the documented layout (not from
+the Cython).
 
 Each time period keeps the sorted list of the values recorded in it; nothing is bucketed
 until a query asks, and bucket bounds come from the plain definition of HdrHistogram's

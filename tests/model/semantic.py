@@ -1,4 +1,4 @@
-"""A deliberately naive SemanticCache, written from issue 4's rules (not from the Cython).
+"""A deliberately naive SemanticCache, written from the freshness rules (not from the Cython).
 
 Times are int ns; spans come from seconds as exact Fractions. Entries live in a plain
 dict; the SIEVE queue is a Python list, oldest first, and the hand is a key.
